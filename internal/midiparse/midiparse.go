@@ -1,0 +1,242 @@
+// Package midiparse turns the bytes of a Standard MIDI File into the instrument
+// profile Scale stores: which General MIDI programs (and drums) sound notes, how
+// many, and a few descriptive facts about the file.
+//
+// Semantics (../shared/midi/README.md): a note is a Note On with velocity > 0;
+// channel 9 is drums, and all drum notes are one instrument; a melodic note takes
+// the program in effect on its channel at its tick (0 if none); formats 0 and 1
+// merge tracks on absolute ticks with Program Changes applied before Note Ons at
+// equal ticks; format 2 tracks are independent.
+//
+// The reader is strict in the same places as the reference parser (mido): it
+// rejects truncated tracks, missing tracks, running status with no status, data
+// bytes over 127, undefined status bytes and malformed meta events, so a corrupt
+// file becomes a clear error rather than a guessed profile. Channel messages are
+// decoded with gomidi (gitlab.com/gomidi/midi/v2); the SMF framing is ours,
+// because gomidi's reader is lenient where the reference is strict (it skips
+// unknown chunks, reads past chunk ends, rejects formats above 2).
+package midiparse
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// DrumChannel is the 0-based channel General MIDI reserves for percussion.
+const DrumChannel = 9
+
+// MaxFileSize bounds what Parse accepts; real SMFs are far smaller, and the bound
+// keeps a hostile object from costing a worker unbounded memory.
+const MaxFileSize = 64 << 20
+
+// ErrInvalid marks every error caused by the file's content (as opposed to the
+// caller's environment): such a file will never parse, so it is a permanent failure.
+var ErrInvalid = errors.New("invalid MIDI file")
+
+// Instrument is one sounding instrument of a song: a GM program on a melodic
+// channel, or the drums (channel 9, whatever kit program is set; Program is 0).
+type Instrument struct {
+	Program uint8
+	Drums   bool
+	Notes   int
+}
+
+// Profile is what Scale keeps of a parsed file.
+type Profile struct {
+	Format          int
+	Tracks          int
+	TicksPerQuarter int // 0 when the file uses SMPTE time
+	DurationSeconds float64
+	InitialBPM      float64
+	Instruments     []Instrument // melodic by program, then drums
+}
+
+// Parse decodes data and computes its profile. Every error wraps ErrInvalid.
+func Parse(data []byte) (Profile, error) {
+	if len(data) > MaxFileSize {
+		return Profile{}, fmt.Errorf("%w: %d bytes is over the %d byte limit", ErrInvalid, len(data), MaxFileSize)
+	}
+	f, err := readSMF(data)
+	if err != nil {
+		return Profile{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return f.profile()
+}
+
+func (f *smfFile) profile() (Profile, error) {
+	p := Profile{Format: f.format, Tracks: len(f.tracks), InitialBPM: 120}
+	clk, err := f.clock()
+	if err != nil {
+		return Profile{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if !clk.smpte {
+		p.TicksPerQuarter = f.division
+	}
+	var counts noteCounts
+	if f.format == 2 {
+		for i := range f.tracks {
+			tr := f.tracks[i : i+1]
+			counts.add(mergeEvents(tr))
+			tempos := mergeTempos(tr)
+			if i == 0 {
+				p.InitialBPM = initialBPM(tempos)
+			}
+			if tr[0].messages > 0 {
+				p.DurationSeconds = max(p.DurationSeconds, clk.seconds(tempos, tr[0].lastTick))
+			}
+		}
+	} else {
+		counts.add(mergeEvents(f.tracks))
+		tempos := mergeTempos(f.tracks)
+		p.InitialBPM = initialBPM(tempos)
+		var last int64
+		for _, tr := range f.tracks {
+			last = max(last, tr.lastTick)
+		}
+		p.DurationSeconds = clk.seconds(tempos, last)
+	}
+	p.Instruments = counts.instruments()
+	return p, nil
+}
+
+// noteCounts counts notes per melodic program, and drums apart.
+type noteCounts struct {
+	melodic [128]int
+	drums   int
+}
+
+// add applies the events (already in merged order) to fresh channel state.
+func (c *noteCounts) add(evs []event) {
+	var program [16]uint8
+	for _, e := range evs {
+		switch {
+		case !e.isNote:
+			program[e.channel] = e.program
+		case e.channel == DrumChannel:
+			c.drums++
+		default:
+			c.melodic[program[e.channel]]++
+		}
+	}
+}
+
+func (c *noteCounts) instruments() []Instrument {
+	var out []Instrument
+	for prog, n := range c.melodic {
+		if n > 0 {
+			out = append(out, Instrument{Program: uint8(prog), Notes: n})
+		}
+	}
+	if c.drums > 0 {
+		out = append(out, Instrument{Drums: true, Notes: c.drums})
+	}
+	return out
+}
+
+// mergeEvents returns the program and note events of tracks on one timeline:
+// by tick, Program Changes before Note Ons at equal ticks, then track order,
+// then position in the track.
+func mergeEvents(tracks []track) []event {
+	var n int
+	for _, tr := range tracks {
+		n += len(tr.events)
+	}
+	evs := make([]event, 0, n)
+	for _, tr := range tracks {
+		evs = append(evs, tr.events...)
+	}
+	slices.SortStableFunc(evs, func(a, b event) int {
+		if a.tick != b.tick {
+			if a.tick < b.tick {
+				return -1
+			}
+			return 1
+		}
+		return boolRank(a.isNote) - boolRank(b.isNote)
+	})
+	return evs
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// mergeTempos returns the tempo changes of tracks by tick, then track order.
+func mergeTempos(tracks []track) []tempoChange {
+	var out []tempoChange
+	for _, tr := range tracks {
+		out = append(out, tr.tempos...)
+	}
+	slices.SortStableFunc(out, func(a, b tempoChange) int {
+		switch {
+		case a.tick < b.tick:
+			return -1
+		case a.tick > b.tick:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// initialBPM is the tempo in effect at tick 0: the last change at tick 0 in
+// merged order, 120 BPM if none.
+func initialBPM(tempos []tempoChange) float64 {
+	bpm := 120.0
+	for _, t := range tempos {
+		if t.tick != 0 {
+			break
+		}
+		if t.usecPerQuarter > 0 {
+			bpm = 60e6 / float64(t.usecPerQuarter)
+		}
+	}
+	return bpm
+}
+
+// clock converts ticks to seconds for a file's division.
+type clock struct {
+	smpte       bool
+	ppq         float64 // metric ticks per quarter note
+	ticksPerSec float64 // SMPTE: frames per second × ticks per frame
+}
+
+func (f *smfFile) clock() (clock, error) {
+	if f.division&0x8000 != 0 {
+		fps := float64(256 - f.division>>8)
+		if fps == 29 {
+			fps = 29.97 // drop-frame
+		}
+		tpf := float64(f.division & 0xFF)
+		if tpf == 0 {
+			return clock{}, errors.New("SMPTE division with 0 ticks per frame")
+		}
+		return clock{smpte: true, ticksPerSec: fps * tpf}, nil
+	}
+	if f.division == 0 {
+		return clock{}, errors.New("division of 0 ticks per quarter note")
+	}
+	return clock{ppq: float64(f.division)}, nil
+}
+
+// seconds is the time of tick over the tempo map (ignored under SMPTE time).
+func (c clock) seconds(tempos []tempoChange, tick int64) float64 {
+	if c.smpte {
+		return float64(tick) / c.ticksPerSec
+	}
+	var secs float64
+	var at int64
+	usec := uint32(500000)
+	for _, t := range tempos {
+		if t.tick > tick {
+			break
+		}
+		secs += float64(t.tick-at) * float64(usec) / 1e6 / c.ppq
+		at, usec = t.tick, t.usecPerQuarter
+	}
+	return secs + float64(tick-at)*float64(usec)/1e6/c.ppq
+}

@@ -1,0 +1,321 @@
+package midiparse
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"gitlab.com/gomidi/midi/v2"
+)
+
+// maxMessageLength bounds one SysEx or meta payload, as the reference does.
+const maxMessageLength = 1_000_000
+
+// errTruncated is returned when the data ends inside a chunk or an event.
+var errTruncated = errors.New("truncated: data ends inside a chunk or event")
+
+type smfFile struct {
+	format   int
+	division int // raw header division word
+	tracks   []track
+}
+
+type track struct {
+	events   []event
+	tempos   []tempoChange
+	lastTick int64 // absolute tick of the track's last message
+	messages int
+}
+
+// event is a Program Change or a sounding Note On on a track's timeline.
+type event struct {
+	tick    int64
+	isNote  bool
+	channel uint8
+	program uint8 // Program Change only
+}
+
+type tempoChange struct {
+	tick           int64
+	usecPerQuarter uint32
+}
+
+// reader walks the file bytes; pos is the offset of the next unread byte.
+type reader struct {
+	data []byte
+	pos  int
+}
+
+func (r *reader) byte() (byte, error) {
+	if r.pos >= len(r.data) {
+		return 0, errTruncated
+	}
+	b := r.data[r.pos]
+	r.pos++
+	return b, nil
+}
+
+func (r *reader) bytes(n int) ([]byte, error) {
+	if n > maxMessageLength {
+		return nil, fmt.Errorf("message length %d at byte %d exceeds %d", n, r.pos, maxMessageLength)
+	}
+	if n > len(r.data)-r.pos {
+		return nil, errTruncated
+	}
+	b := r.data[r.pos : r.pos+n]
+	r.pos += n
+	return b, nil
+}
+
+// varint reads a variable-length quantity. SMF allows 4 bytes; longer ones are
+// accepted while they fit, as the reference accepts them.
+func (r *reader) varint() (int64, error) {
+	var v int64
+	for i := 0; ; i++ {
+		b, err := r.byte()
+		if err != nil {
+			return 0, err
+		}
+		if i == 8 {
+			return 0, fmt.Errorf("variable-length quantity at byte %d is longer than 8 bytes", r.pos)
+		}
+		v = v<<7 | int64(b&0x7F)
+		if b < 0x80 {
+			return v, nil
+		}
+	}
+}
+
+func (r *reader) chunkHeader() (id string, size uint32, err error) {
+	h, err := r.bytes(8)
+	if err != nil {
+		return "", 0, err
+	}
+	return string(h[:4]), binary.BigEndian.Uint32(h[4:]), nil
+}
+
+func readSMF(data []byte) (*smfFile, error) {
+	r := &reader{data: data}
+	id, size, err := r.chunkHeader()
+	if err != nil || id != "MThd" {
+		return nil, errors.New("no MThd header: not a Standard MIDI File")
+	}
+	header := r.data[r.pos:min(len(r.data), r.pos+int(min(size, uint32(len(r.data)))))]
+	if len(header) < 6 {
+		return nil, errTruncated
+	}
+	r.pos += len(header)
+	f := &smfFile{
+		format:   int(binary.BigEndian.Uint16(header[0:])),
+		division: int(binary.BigEndian.Uint16(header[4:])),
+	}
+	// The track count is read as a signed 16-bit number, like the reference does.
+	declared := int(int16(binary.BigEndian.Uint16(header[2:])))
+	for i := 0; i < declared; i++ {
+		tr, err := r.track()
+		if err != nil {
+			return nil, fmt.Errorf("track %d of %d: %w", i+1, declared, err)
+		}
+		f.tracks = append(f.tracks, tr)
+	}
+	return f, nil
+}
+
+// messageLength is the length, status byte included, of the non-SysEx, non-meta
+// messages; 0 marks an undefined status.
+var messageLength = func() (l [256]int) {
+	for s := 0x80; s < 0xF0; s++ {
+		l[s] = 3
+		if s&0xF0 == 0xC0 || s&0xF0 == 0xD0 {
+			l[s] = 2
+		}
+	}
+	l[0xF1], l[0xF2], l[0xF3] = 2, 3, 2
+	for _, s := range []int{0xF6, 0xF8, 0xFA, 0xFB, 0xFC, 0xFE} {
+		l[s] = 1
+	}
+	return l
+}()
+
+// track reads one MTrk chunk. Like the reference, it stops when the bytes read
+// equal the declared length exactly; an event that runs past the declared end
+// keeps reading, and the file then fails further on.
+func (r *reader) track() (track, error) {
+	var tr track
+	id, size, err := r.chunkHeader()
+	if err != nil {
+		return tr, err
+	}
+	if id != "MTrk" {
+		return tr, fmt.Errorf("expected an MTrk chunk, found %q", printable(id))
+	}
+	start := r.pos
+	var tick int64
+	var lastStatus byte // 0: none yet
+	var msg [3]byte
+	for int64(r.pos-start) != int64(size) {
+		delta, err := r.varint()
+		if err != nil {
+			return tr, err
+		}
+		tick += delta
+		at := r.pos
+		status, err := r.byte()
+		if err != nil {
+			return tr, err
+		}
+		var peek []byte
+		if status < 0x80 {
+			if lastStatus == 0 {
+				return tr, fmt.Errorf("running status with no previous status at byte %d", at)
+			}
+			msg[1] = status
+			peek = msg[1:2]
+			status = lastStatus
+		} else if status != 0xFF { // meta events leave running status alone
+			lastStatus = status
+		}
+		tr.messages++
+		tr.lastTick = tick
+		switch {
+		case status == 0xFF:
+			if err := r.meta(&tr, tick); err != nil {
+				return tr, err
+			}
+		case status == 0xF0 || status == 0xF7:
+			if err := r.sysex(); err != nil {
+				return tr, err
+			}
+		default:
+			n := messageLength[status]
+			if n == 0 {
+				return tr, fmt.Errorf("undefined status byte 0x%02X at byte %d", status, at)
+			}
+			need := n - 1 - len(peek)
+			if need < 0 {
+				return tr, fmt.Errorf("running status data byte after 0x%02X, which takes no data, at byte %d", status, at)
+			}
+			rest, err := r.bytes(need)
+			if err != nil {
+				return tr, err
+			}
+			msg[0] = status
+			copy(msg[1+len(peek):], rest)
+			for _, b := range msg[1:n] {
+				if b > 0x7F {
+					return tr, fmt.Errorf("data byte 0x%02X out of range 0..127 at byte %d", b, at)
+				}
+			}
+			tr.channelMessage(midi.Message(msg[:n]), tick)
+		}
+	}
+	return tr, nil
+}
+
+// channelMessage records Program Changes and sounding Note Ons, decoded by gomidi.
+func (tr *track) channelMessage(m midi.Message, tick int64) {
+	var channel, key, velocity, program uint8
+	switch {
+	case m.GetNoteStart(&channel, &key, &velocity):
+		tr.events = append(tr.events, event{tick: tick, isNote: true, channel: channel})
+	case m.GetProgramChange(&channel, &program):
+		tr.events = append(tr.events, event{tick: tick, channel: channel, program: program})
+	}
+}
+
+// sysex skips a SysEx (F0) or escape (F7) event, checking its data bytes the way
+// the reference does: a leading F0 and a trailing F7 are framing, the rest must be
+// 7-bit.
+func (r *reader) sysex() error {
+	at := r.pos
+	n, err := r.varint()
+	if err != nil {
+		return err
+	}
+	if n > maxMessageLength {
+		return fmt.Errorf("SysEx length %d at byte %d exceeds %d", n, at, maxMessageLength)
+	}
+	body, err := r.bytes(int(n))
+	if err != nil {
+		return err
+	}
+	if len(body) > 0 && body[0] == 0xF0 {
+		body = body[1:]
+	}
+	if len(body) > 0 && body[len(body)-1] == 0xF7 {
+		body = body[:len(body)-1]
+	}
+	for _, b := range body {
+		if b > 0x7F {
+			return fmt.Errorf("SysEx data byte 0x%02X out of range 0..127 at byte %d", b, at)
+		}
+	}
+	return nil
+}
+
+// meta reads a meta event, records tempo changes, and validates the payloads the
+// reference decodes (a file whose key signature cannot be decoded is rejected).
+func (r *reader) meta(tr *track, tick int64) error {
+	at := r.pos - 1
+	typ, err := r.byte()
+	if err != nil {
+		return err
+	}
+	n, err := r.varint()
+	if err != nil {
+		return err
+	}
+	if n > maxMessageLength {
+		return fmt.Errorf("meta event length %d at byte %d exceeds %d", n, at, maxMessageLength)
+	}
+	d, err := r.bytes(int(n))
+	if err != nil {
+		return err
+	}
+	short := func(need int, name string) error {
+		if len(d) < need {
+			return fmt.Errorf("%s meta event at byte %d has %d data bytes, needs %d", name, at, len(d), need)
+		}
+		return nil
+	}
+	switch typ {
+	case 0x00:
+		if len(d) == 1 {
+			return short(2, "sequence number")
+		}
+	case 0x20:
+		return short(1, "channel prefix")
+	case 0x51:
+		if err := short(3, "set tempo"); err != nil {
+			return err
+		}
+		tr.tempos = append(tr.tempos, tempoChange{tick: tick, usecPerQuarter: uint32(d[0])<<16 | uint32(d[1])<<8 | uint32(d[2])})
+	case 0x54:
+		if err := short(5, "SMPTE offset"); err != nil {
+			return err
+		}
+		if d[1] > 59 || d[2] > 59 || d[4] > 99 {
+			return fmt.Errorf("SMPTE offset at byte %d out of range (minutes %d, seconds %d, subframes %d)", at, d[1], d[2], d[4])
+		}
+	case 0x58:
+		return short(4, "time signature")
+	case 0x59:
+		if err := short(2, "key signature"); err != nil {
+			return err
+		}
+		if sf := int8(d[0]); sf < -7 || sf > 7 || d[1] > 1 {
+			return fmt.Errorf("key signature at byte %d cannot be decoded (%d sharps/flats, mode %d)", at, sf, d[1])
+		}
+	}
+	return nil
+}
+
+func printable(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7E {
+			b[i] = '.'
+		}
+	}
+	return string(b)
+}
