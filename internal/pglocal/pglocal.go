@@ -1,0 +1,178 @@
+// Package pglocal runs a PostgreSQL cluster from the installed server binaries
+// (initdb, pg_ctl) under a data folder: the throwaway cluster of the test harness,
+// and the local database of the embedded one-command run.
+package pglocal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"github.com/scale-dev/scale/internal/freeport"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Cluster is a running local PostgreSQL server.
+type Cluster struct {
+	Dir  string // the cluster's folder (data, socket and log live inside)
+	Port int
+	User string // the superuser role, trusted on loopback
+	bin  string
+	cred *syscall.Credential
+}
+
+// Options tune Start.
+type Options struct {
+	Port    int  // 0 picks a free port
+	Durable bool // false turns off fsync: fast, for throwaway clusters
+}
+
+// BinDir finds the folder holding initdb and pg_ctl: on PATH, or the newest
+// /usr/lib/postgresql/*/bin (Debian's layout).
+func BinDir() (string, error) {
+	if p, err := exec.LookPath("pg_ctl"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
+		if _, err := os.Stat(filepath.Join(filepath.Dir(p), "initdb")); err == nil {
+			return filepath.Dir(p), nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found; install Debian's postgresql package")
+}
+
+func versionOf(binDir string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return v
+}
+
+// Start initialises dir (if it holds no cluster yet) and starts the server on
+// 127.0.0.1. PostgreSQL refuses to run as root, so as root the cluster belongs
+// to the "postgres" or "nobody" user.
+func Start(ctx context.Context, dir string, o Options) (*Cluster, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Dir: dir, Port: o.Port, User: "scale", bin: bin}
+	if c.Port == 0 {
+		if c.Port, err = freeport.Get(); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	if os.Geteuid() == 0 {
+		if c.cred, err = unprivileged(); err != nil {
+			return nil, err
+		}
+		if err := chownTree(dir, c.cred); err != nil {
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
+		if err := c.run(ctx, "initdb", "-D", data, "-U", c.User, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"); err != nil {
+			return nil, err
+		}
+	}
+	opts := fmt.Sprintf("-h 127.0.0.1 -p %d -k %s -c max_connections=200", c.Port, dir)
+	if !o.Durable {
+		opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+	}
+	if err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(dir, "server.log"), "-o", opts); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+		return nil, fmt.Errorf("%w\nserver log:\n%s", err, tail(log, 2000))
+	}
+	return c, nil
+}
+
+// URL is the connection string of database db.
+func (c *Cluster) URL(db string) string {
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", c.User, c.Port, db)
+}
+
+// Stop shuts the server down (fast mode: open sessions are ended).
+func (c *Cluster) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return c.run(ctx, "pg_ctl", "stop", "-m", "fast", "-w", "-D", filepath.Join(c.Dir, "data"))
+}
+
+// Kill stops the server immediately, as a crash would (used by failure tests).
+func (c *Cluster) Kill() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return c.run(ctx, "pg_ctl", "stop", "-m", "immediate", "-w", "-D", filepath.Join(c.Dir, "data"))
+}
+
+func (c *Cluster) run(ctx context.Context, tool string, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, tool), args...)
+	cmd.Dir = c.Dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %v: %w\n%s", tool, args, err, tail(out.Bytes(), 2000))
+	}
+	return nil
+}
+
+func unprivileged() (*syscall.Credential, error) {
+	for _, name := range []string{"postgres", "nobody"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+	}
+	return nil, errors.New("running as root and neither a postgres nor a nobody user exists to own the cluster")
+}
+
+// chownTree gives dir to the cluster's user and makes every parent traversable.
+func chownTree(dir string, cred *syscall.Credential) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := filepath.Dir(abs); p != "/"; p = filepath.Dir(p) {
+		if st, err := os.Stat(p); err == nil && st.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(p, st.Mode().Perm()|0o011); err != nil {
+				return fmt.Errorf("making %s traversable for the cluster user: %w", p, err)
+			}
+		}
+	}
+	return filepath.Walk(abs, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, int(cred.Uid), int(cred.Gid))
+	})
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

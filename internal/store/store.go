@@ -1,0 +1,265 @@
+// Package store is Scale's Postgres: the versioned schema, applied at start-up,
+// and the writes and reads of the pipeline. Every query is parameterized.
+package store
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/scale-dev/scale/internal/gm"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// DrumsInstrument is the instruments.id of the drums; 0–127 are GM programs.
+const DrumsInstrument = 128
+
+// Store wraps a connection pool.
+type Store struct {
+	Pool *pgxpool.Pool
+}
+
+// Open connects to url, waits up to wait for the server to answer, and applies
+// the migrations.
+func Open(ctx context.Context, url string, wait time.Duration) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing database URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating pool: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err = pool.Ping(ctx)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to Postgres: %w", err)
+	}
+	s := &Store{Pool: pool}
+	if err := s.Migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() { s.Pool.Close() }
+
+// Migrate applies every migration not applied yet, in version order, each in its
+// own transaction, under an advisory lock so that processes starting together
+// do not race; then it writes the GM catalog.
+func (s *Store) Migrate(ctx context.Context) error {
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	defer conn.Release()
+	const lockKey = 0x5CA1E
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", lockKey); err != nil {
+		return fmt.Errorf("migrating: taking lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockKey) //nolint:errcheck // released with the session anyway
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, path := range names {
+		name := strings.TrimPrefix(path, "migrations/")
+		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with a version number", name)
+		}
+		var applied bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", version).Scan(&applied); err != nil {
+			return fmt.Errorf("migrating: %w", err)
+		}
+		if applied {
+			continue
+		}
+		sql, err := migrationFiles.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("applying migration %s: %w", name, err)
+		}
+	}
+	return s.writeCatalog(ctx, conn.Conn())
+}
+
+func (s *Store) writeCatalog(ctx context.Context, conn *pgx.Conn) error {
+	var b pgx.Batch
+	const q = `INSERT INTO instruments (id, name, family) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, family = EXCLUDED.family`
+	for p := range gm.Programs {
+		b.Queue(q, p, gm.Name(uint8(p), false), gm.Family(uint8(p)))
+	}
+	b.Queue(q, DrumsInstrument, gm.DrumsName, gm.DrumsFamily)
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("writing the GM catalog: %w", err)
+	}
+	return nil
+}
+
+// DiscoveredFile is a file found by ingest.
+type DiscoveredFile struct {
+	SourceKey string
+	MD5       string // empty when unknown
+	Size      int64
+	Name      string
+}
+
+// RecordDiscovered inserts f unless its source is known already, and returns
+// the file's status: "pending" means it still needs extracting (new, or found
+// before but never finished), so ingest publishes it.
+func (s *Store) RecordDiscovered(ctx context.Context, f DiscoveredFile) (status string, err error) {
+	err = s.Pool.QueryRow(ctx, `
+		WITH ins AS (
+			INSERT INTO discovered_files (source_key, md5, size, name) VALUES ($1, NULLIF($2, ''), $3, $4)
+			ON CONFLICT (source_key) DO NOTHING RETURNING status)
+		SELECT status FROM ins
+		UNION ALL SELECT status FROM discovered_files WHERE source_key = $1
+		LIMIT 1`, f.SourceKey, f.MD5, f.Size, f.Name).Scan(&status)
+	if err != nil {
+		return "", fmt.Errorf("recording discovery of %s: %w", f.SourceKey, err)
+	}
+	return status, nil
+}
+
+// Song is an extracted song.
+type Song struct {
+	ID              string // content MD5
+	Name            string
+	SourceKey       string
+	Format          int
+	Tracks          int
+	TicksPerQuarter int
+	DurationSeconds float64
+	InitialBPM      float64
+	InstrumentNotes map[int]int // instruments.id → notes
+	DiscoveredSize  int64
+}
+
+// SaveSong stores the song and its instruments and marks its discovered file
+// done, in one transaction. It is idempotent: a redelivered file changes nothing.
+func (s *Store) SaveSong(ctx context.Context, song Song) error {
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO songs
+			(id, name, source_key, smf_format, tracks, ticks_per_quarter, duration_seconds, initial_bpm)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
+			song.ID, song.Name, song.SourceKey, song.Format, song.Tracks, song.TicksPerQuarter, song.DurationSeconds, song.InitialBPM)
+		if err != nil {
+			return fmt.Errorf("saving song %s: %w", song.ID, err)
+		}
+		if tag.RowsAffected() == 1 {
+			ids, notes := make([]int16, 0, len(song.InstrumentNotes)), make([]int32, 0, len(song.InstrumentNotes))
+			for id, n := range song.InstrumentNotes {
+				ids, notes = append(ids, int16(id)), append(notes, int32(n))
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO song_instruments (song_id, instrument, notes)
+				SELECT $1, i, n FROM unnest($2::smallint[], $3::integer[]) AS u(i, n)`, song.ID, ids, notes); err != nil {
+				return fmt.Errorf("saving instruments of %s: %w", song.ID, err)
+			}
+		}
+		return finish(ctx, tx, song.SourceKey, song.ID, song.DiscoveredSize, song.Name, "done", song.ID)
+	})
+}
+
+// Failure is a file that cannot become a song.
+type Failure struct {
+	SourceKey string
+	MD5       string
+	Size      int64
+	Name      string
+	Reason    string
+	Attempts  int
+}
+
+// SaveFailure records the failure and marks its discovered file failed, in one
+// transaction; a repeat only updates the reason and attempts.
+func (s *Store) SaveFailure(ctx context.Context, f Failure) error {
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if err := finish(ctx, tx, f.SourceKey, f.MD5, f.Size, f.Name, "failed", ""); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO failures (source_key, md5, reason, attempts) VALUES ($1, NULLIF($2, ''), $3, $4)
+			ON CONFLICT (source_key) DO UPDATE SET reason = EXCLUDED.reason,
+				attempts = GREATEST(failures.attempts, EXCLUDED.attempts), md5 = EXCLUDED.md5`,
+			f.SourceKey, f.MD5, f.Reason, f.Attempts)
+		if err != nil {
+			return fmt.Errorf("saving failure of %s: %w", f.SourceKey, err)
+		}
+		return nil
+	})
+}
+
+// finish sets the final status of a discovered file, inserting the row if ingest's
+// record is missing (so the accounting holds whatever the order of events).
+func finish(ctx context.Context, tx pgx.Tx, source, md5 string, size int64, name, status, songID string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO discovered_files (source_key, md5, size, name, status, song_id, finished_at)
+		VALUES ($1, NULLIF($2, ''), $3, $4, $5, NULLIF($6, ''), now())
+		ON CONFLICT (source_key) DO UPDATE SET status = EXCLUDED.status, song_id = EXCLUDED.song_id,
+			md5 = COALESCE(EXCLUDED.md5, discovered_files.md5), finished_at = now()`,
+		source, md5, size, name, status, songID)
+	if err != nil {
+		return fmt.Errorf("marking %s %s: %w", source, status, err)
+	}
+	return nil
+}
+
+// Accounting is the pipeline's ledger.
+type Accounting struct {
+	Discovered, Pending, Done, Failed int64 // discovered files by status
+	Songs, Failures                   int64 // rows of songs and failures
+}
+
+// Balanced reports whether every discovered file ended as a song or a failure.
+func (a Accounting) Balanced() bool {
+	return a.Pending == 0 && a.Done+a.Failed == a.Discovered && a.Failures == a.Failed
+}
+
+// Account reads the ledger in one snapshot.
+func (s *Store) Account(ctx context.Context) (Accounting, error) {
+	var a Accounting
+	err := s.Pool.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM discovered_files),
+		(SELECT count(*) FROM discovered_files WHERE status = 'pending'),
+		(SELECT count(*) FROM discovered_files WHERE status = 'done'),
+		(SELECT count(*) FROM discovered_files WHERE status = 'failed'),
+		(SELECT count(*) FROM songs),
+		(SELECT count(*) FROM failures)`).Scan(&a.Discovered, &a.Pending, &a.Done, &a.Failed, &a.Songs, &a.Failures)
+	if err != nil {
+		return a, fmt.Errorf("reading the accounting: %w", err)
+	}
+	return a, nil
+}

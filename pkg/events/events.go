@@ -1,0 +1,186 @@
+// Package events holds Scale's wire contracts: the JetStream streams and
+// consumers as code, and the typed, versioned events that travel on them.
+// Nothing here knows about Postgres, S3 or any one service.
+package events
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// SchemaVersion is the version every event is written with; Decode rejects any other.
+const SchemaVersion = 1
+
+// Subjects.
+const (
+	SubjectDiscovered = "midi.discovered" // a MIDI object was found; extract consumes it
+	SubjectExtracted  = "midi.extracted"  // a file became a song
+	SubjectFailed     = "midi.failed"     // a file became a recorded failure
+	SubjectChaos      = "chaos.>"         // reserved for the chaos runner's markers
+)
+
+// ErrInvalid marks an event that cannot be decoded or fails validation.
+var ErrInvalid = errors.New("invalid event")
+
+// Discovered announces one MIDI object found by ingest.
+type Discovered struct {
+	Version int       `json:"v"`
+	Source  string    `json:"source"`        // object URL: s3://bucket/key or file:///path
+	MD5     string    `json:"md5,omitempty"` // content MD5 when the listing knows it
+	Size    int64     `json:"size"`
+	Name    string    `json:"name"` // song name
+	At      time.Time `json:"at"`
+}
+
+// Instrument is one instrument of an extracted song. Program is nil for drums.
+type Instrument struct {
+	Program *int `json:"program"`
+	Drums   bool `json:"drums"`
+	Notes   int  `json:"notes"`
+}
+
+// Extracted announces that a discovered file is now a song.
+type Extracted struct {
+	Version     int          `json:"v"`
+	Source      string       `json:"source"`
+	SongID      string       `json:"song_id"` // content MD5, hex
+	Name        string       `json:"name"`
+	Instruments []Instrument `json:"instruments"`
+	At          time.Time    `json:"at"`
+}
+
+// Failed announces that a discovered file is a recorded failure.
+type Failed struct {
+	Version  int       `json:"v"`
+	Source   string    `json:"source"`
+	MD5      string    `json:"md5,omitempty"`
+	Reason   string    `json:"reason"`
+	Attempts int       `json:"attempts"`
+	At       time.Time `json:"at"`
+}
+
+// Event is implemented by every event type.
+type Event interface {
+	Discovered | Extracted | Failed
+	MsgID() string
+	validate() error
+}
+
+// MsgID is the Nats-Msg-Id of an event: stable for the same fact, so JetStream
+// drops a re-publication inside the stream's duplicate window.
+func (e Discovered) MsgID() string { return "discovered:" + e.Source + ":" + e.MD5 }
+
+// MsgID is stable per source: one file has one outcome.
+func (e Extracted) MsgID() string { return "extracted:" + e.Source }
+
+// MsgID is stable per source: one file has one outcome.
+func (e Failed) MsgID() string { return "failed:" + e.Source }
+
+func (e Discovered) validate() error {
+	if err := validSource(e.Source); err != nil {
+		return err
+	}
+	if e.MD5 != "" {
+		if err := validMD5(e.MD5); err != nil {
+			return err
+		}
+	}
+	if e.Size < 0 {
+		return fmt.Errorf("size %d is negative", e.Size)
+	}
+	return nil
+}
+
+func (e Extracted) validate() error {
+	if err := validSource(e.Source); err != nil {
+		return err
+	}
+	if err := validMD5(e.SongID); err != nil {
+		return err
+	}
+	for _, in := range e.Instruments {
+		switch {
+		case in.Drums && in.Program != nil:
+			return errors.New("drums instrument with a program")
+		case !in.Drums && (in.Program == nil || *in.Program < 0 || *in.Program > 127):
+			return errors.New("melodic instrument without a program in 0..127")
+		case in.Notes <= 0:
+			return fmt.Errorf("instrument with %d notes", in.Notes)
+		}
+	}
+	return nil
+}
+
+func (e Failed) validate() error {
+	if err := validSource(e.Source); err != nil {
+		return err
+	}
+	if e.Reason == "" {
+		return errors.New("failure without a reason")
+	}
+	if e.Attempts < 1 {
+		return fmt.Errorf("attempts %d is below 1", e.Attempts)
+	}
+	return nil
+}
+
+func validSource(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "s3" && u.Scheme != "file") || u.Path == "" {
+		return fmt.Errorf("source %q is not an s3:// or file:// object URL", s)
+	}
+	return nil
+}
+
+func validMD5(s string) error {
+	if b, err := hex.DecodeString(s); err != nil || len(b) != 16 {
+		return fmt.Errorf("md5 %q is not 32 hex digits", s)
+	}
+	return nil
+}
+
+// Encode stamps the schema version on e, validates it and marshals it.
+func Encode[E Event](e E) ([]byte, error) {
+	switch v := any(&e).(type) {
+	case *Discovered:
+		v.Version = SchemaVersion
+	case *Extracted:
+		v.Version = SchemaVersion
+	case *Failed:
+		v.Version = SchemaVersion
+	}
+	if err := e.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return json.Marshal(e)
+}
+
+// Decode unmarshals data into an event, rejecting other schema versions and
+// invalid fields with an error that wraps ErrInvalid.
+func Decode[E Event](data []byte) (E, error) {
+	var e E
+	var head struct {
+		Version *int `json:"v"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return e, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if head.Version == nil || *head.Version != SchemaVersion {
+		v := "none"
+		if head.Version != nil {
+			v = fmt.Sprint(*head.Version)
+		}
+		return e, fmt.Errorf("%w: schema version %s, want %d", ErrInvalid, v, SchemaVersion)
+	}
+	if err := json.Unmarshal(data, &e); err != nil {
+		return e, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := e.validate(); err != nil {
+		return e, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return e, nil
+}
