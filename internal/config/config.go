@@ -1,0 +1,91 @@
+// Package config holds the configuration groups the services share, parsed from
+// flags and SCALE_* environment variables by ardanlabs/conf, with defaults that
+// reach services on localhost (the docker-compose layout).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/ardanlabs/conf/v3"
+
+	"github.com/scale-dev/scale/internal/objstore"
+	"github.com/scale-dev/scale/pkg/events"
+)
+
+// Prefix of every environment variable: SCALE_NATS_URL, SCALE_POSTGRES_URL, ...
+const Prefix = "SCALE"
+
+// NATS locates the NATS cluster and sizes the streams.
+type NATS struct {
+	URL             string        `conf:"default:nats://127.0.0.1:4222,help:NATS server URLs (comma-separated)"`
+	Replicas        int           `conf:"default:1,help:stream replicas (1 or 3)"`
+	DuplicateWindow time.Duration `conf:"default:10m,help:how long JetStream remembers a Nats-Msg-Id"`
+}
+
+// StreamOptions are the stream settings.
+func (n NATS) StreamOptions() events.StreamOptions {
+	return events.StreamOptions{Replicas: n.Replicas, DuplicateWindow: n.DuplicateWindow}
+}
+
+// Postgres locates the database.
+type Postgres struct {
+	URL  string        `conf:"default:postgres://scale@127.0.0.1:5432/scale?sslmode=disable,mask,help:Postgres connection URL"`
+	Wait time.Duration `conf:"default:30s,help:how long to wait for Postgres at start-up"`
+}
+
+// S3 locates an S3-compatible service.
+type S3 struct {
+	Endpoint  string `conf:"help:S3 endpoint URL; empty for AWS S3"`
+	Region    string `conf:"default:us-east-1"`
+	PathStyle bool   `conf:"help:path-style addressing (MinIO and most self-hosted servers)"`
+	AccessKey string `conf:"mask,help:access key; empty uses the AWS default credential chain"`
+	SecretKey string `conf:"mask"`
+}
+
+// ObjStore converts to the object store's settings.
+func (s S3) ObjStore() objstore.S3Config {
+	return objstore.S3Config{Endpoint: s.Endpoint, Region: s.Region, PathStyle: s.PathStyle, AccessKey: s.AccessKey, SecretKey: s.SecretKey}
+}
+
+// Ops configures the operations endpoint and logs.
+type Ops struct {
+	Addr     string `conf:"default:127.0.0.1:9090,help:listen address of /metrics /healthz /readyz"`
+	LogLevel string `conf:"default:info,help:debug|info|warn|error"`
+}
+
+// Logger returns a JSON slog logger on stderr at the configured level.
+func (o Ops) Logger(service string) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", service)
+}
+
+// ErrHelp is returned by Parse when --help was asked for and printed.
+var ErrHelp = errors.New("help printed")
+
+// Parse fills cfg from flags and environment; on --help it prints the usage to
+// stdout and returns ErrHelp.
+func Parse(cfg any) error {
+	help, err := conf.ParseWithOptions(Prefix, cfg, conf.WithStrictFlags())
+	if errors.Is(err, conf.ErrHelpWanted) || errors.Is(err, conf.ErrVersionWanted) {
+		fmt.Println(help)
+		return ErrHelp
+	}
+	return err
+}
+
+// Log writes the resolved configuration, secrets masked, as one log line.
+func Log(log *slog.Logger, cfg any) {
+	s, err := conf.String(cfg)
+	if err != nil {
+		log.Warn("cannot print configuration", "error", err)
+		return
+	}
+	log.Info("configuration", "config", s)
+}

@@ -1,0 +1,147 @@
+// Package ingest lists MIDI objects in a bucket or folder, records each in
+// Postgres and publishes one midi.discovered event per file that still needs
+// extracting. Re-running it publishes nothing for files already done.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scale-dev/scale/internal/objstore"
+	"github.com/scale-dev/scale/internal/ops"
+	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/pkg/events"
+)
+
+// Options of one ingest run.
+type Options struct {
+	Source    string    // s3://bucket/prefix, or a folder
+	NamesJSON string    // optional LMD-style md5_to_paths.json
+	Progress  io.Writer // progress lines; nil for none
+}
+
+// Deps are the explicit dependencies.
+type Deps struct {
+	JS      jetstream.JetStream
+	Store   *store.Store
+	Objects *objstore.Client
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
+}
+
+// Result counts one run.
+type Result struct {
+	Listed    int // MIDI objects found
+	Published int // discovered events published (new or still pending files)
+	Finished  int // files already done or failed, skipped
+}
+
+type metrics struct {
+	listed, published, skipped prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	return &metrics{
+		listed:    ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_listed_total", Help: "MIDI objects listed."})),
+		published: ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_published_total", Help: "midi.discovered events published."})),
+		skipped:   ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_skipped_total", Help: "Listed files already extracted or failed."})),
+	}
+}
+
+// Run lists opts.Source once and returns what it did.
+func Run(ctx context.Context, d Deps, opts Options) (Result, error) {
+	var res Result
+	names, err := loadNames(opts.NamesJSON)
+	if err != nil {
+		return res, err
+	}
+	m := newMetrics(d.Metrics)
+	start, lastReport := time.Now(), time.Now()
+	report := func(final bool) {
+		if opts.Progress == nil || (!final && time.Since(lastReport) < time.Second) {
+			return
+		}
+		lastReport = time.Now()
+		fmt.Fprintf(opts.Progress, "ingest: %d listed, %d published, %d already finished (%.0f files/s)\n",
+			res.Listed, res.Published, res.Finished, float64(res.Listed)/time.Since(start).Seconds())
+	}
+	err = d.Objects.List(ctx, opts.Source, func(o objstore.Object) error {
+		res.Listed++
+		m.listed.Inc()
+		name := songName(o, names)
+		status, err := d.Store.RecordDiscovered(ctx, store.DiscoveredFile{SourceKey: o.URL, MD5: o.MD5, Size: o.Size, Name: name})
+		if err != nil {
+			return err
+		}
+		if status != "pending" {
+			res.Finished++
+			m.skipped.Inc()
+			report(false)
+			return nil
+		}
+		ev := events.Discovered{Source: o.URL, MD5: o.MD5, Size: o.Size, Name: name, At: time.Now().UTC()}
+		if err := events.Publish(ctx, d.JS, events.SubjectDiscovered, ev); err != nil {
+			return err
+		}
+		res.Published++
+		m.published.Inc()
+		report(false)
+		return nil
+	})
+	report(true)
+	if err != nil {
+		return res, fmt.Errorf("ingesting %s: %w", opts.Source, err)
+	}
+	d.Log.Info("ingest finished", "source", opts.Source, "listed", res.Listed, "published", res.Published,
+		"already_finished", res.Finished, "seconds", time.Since(start).Seconds())
+	return res, nil
+}
+
+// loadNames reads an LMD-style md5_to_paths.json: {"<md5>": ["path/Name.mid", ...]}.
+func loadNames(file string) (map[string][]string, error) {
+	if file == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading song names: %w", err)
+	}
+	var names map[string][]string
+	if err := json.Unmarshal(data, &names); err != nil {
+		return nil, fmt.Errorf("decoding song names in %s: %w", file, err)
+	}
+	return names, nil
+}
+
+var md5Name = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// songName is names[md5][0] when the names file knows the file (by its content
+// MD5, or by its file name, as LMD names files by MD5), else the file's own name;
+// either without extension and with _ and - as spaces.
+func songName(o objstore.Object, names map[string][]string) string {
+	base := path.Base(strings.ReplaceAll(o.Key, "\\", "/"))
+	stem := strings.TrimSuffix(base, path.Ext(base))
+	for _, id := range []string{o.MD5, strings.ToLower(stem)} {
+		if md5Name.MatchString(id) && len(names[id]) > 0 {
+			stem = path.Base(names[id][0])
+			stem = strings.TrimSuffix(stem, path.Ext(stem))
+			break
+		}
+	}
+	name := strings.Join(strings.Fields(strings.NewReplacer("_", " ", "-", " ").Replace(stem)), " ")
+	if name == "" {
+		return base
+	}
+	return name
+}
