@@ -51,15 +51,15 @@ func Streams(o StreamOptions) []jetstream.StreamConfig {
 }
 
 // ExtractConsumer is the durable pull consumer every extract process shares.
-// AckWait bounds how long a crashed worker holds a file; MaxDeliver is unlimited
-// because transient failures are retried with backoff, while bad files are
-// terminated explicitly.
-func ExtractConsumer() jetstream.ConsumerConfig {
+// ackWait bounds how long a crashed worker holds a file before it is redelivered;
+// MaxDeliver is unlimited because transient failures are retried with backoff,
+// while bad files are terminated explicitly.
+func ExtractConsumer(ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerExtract,
 		FilterSubject: SubjectDiscovered,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       ackWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 1024,
 	}

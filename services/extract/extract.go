@@ -31,8 +31,9 @@ import (
 
 // Options size a worker.
 type Options struct {
-	Concurrency int // files processed at once
-	FetchBatch  int // messages pulled per request
+	Concurrency int           // files processed at once
+	FetchBatch  int           // messages pulled per request
+	AckWait     time.Duration // how long a crashed worker holds a file (default 30 s)
 }
 
 // Deps are the explicit dependencies.
@@ -57,6 +58,9 @@ type Worker struct {
 func New(d Deps, opts Options) *Worker {
 	opts.Concurrency = max(opts.Concurrency, 1)
 	opts.FetchBatch = max(opts.FetchBatch, 1)
+	if opts.AckWait <= 0 {
+		opts.AckWait = 30 * time.Second
+	}
 	return &Worker{
 		d:    d,
 		opts: opts,
@@ -76,7 +80,7 @@ func New(d Deps, opts Options) *Worker {
 // Run consumes until ctx ends, then stops pulling, finishes the files in hand
 // (and those already pulled) and returns.
 func (w *Worker) Run(ctx context.Context) error {
-	cons, err := w.d.JS.CreateOrUpdateConsumer(ctx, events.StreamDiscovered, events.ExtractConsumer())
+	cons, err := w.d.JS.CreateOrUpdateConsumer(ctx, events.StreamDiscovered, events.ExtractConsumer(w.opts.AckWait))
 	if err != nil {
 		return fmt.Errorf("creating consumer %s: %w", events.ConsumerExtract, err)
 	}

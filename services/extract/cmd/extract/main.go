@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/ardanlabs/conf/v3"
 
@@ -26,8 +27,9 @@ type settings struct {
 	Storage  config.S3
 	Ops      config.Ops
 	Extract  struct {
-		Concurrency int `conf:"default:4,help:files processed at once by this process"`
-		FetchBatch  int `conf:"default:32,help:messages pulled per request"`
+		Concurrency int           `conf:"default:4,help:files processed at once by this process"`
+		FetchBatch  int           `conf:"default:32,help:messages pulled per request"`
+		AckWait     time.Duration `conf:"default:30s,help:how long a crashed worker holds a file before redelivery"`
 	}
 }
 
@@ -68,6 +70,6 @@ func run(ctx context.Context) error {
 	}
 	defer infra.Close()
 	w := extract.New(extract.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
-		extract.Options{Concurrency: cfg.Extract.Concurrency, FetchBatch: cfg.Extract.FetchBatch})
+		extract.Options{Concurrency: cfg.Extract.Concurrency, FetchBatch: cfg.Extract.FetchBatch, AckWait: cfg.Extract.AckWait})
 	return infra.Run(ctx, cfg.Ops.Addr, w.Run)
 }
