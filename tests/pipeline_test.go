@@ -232,7 +232,7 @@ func TestSharedCorpusTwoExtractProcesses(t *testing.T) {
 		t.Fatalf("first ingest %+v, want %d listed and published", res, want.files)
 	}
 	a := p.startExtract("extract-a")
-	p.startExtract("extract-b")
+	b := p.startExtract("extract-b")
 
 	// Kill one worker with SIGKILL while work is under way, then start it again.
 	p.waitFor("some progress", time.Minute, func(a store.Accounting) bool { return a.Done+a.Failed >= int64(want.files)/5 })
@@ -255,6 +255,91 @@ func TestSharedCorpusTwoExtractProcesses(t *testing.T) {
 		t.Errorf("second ingest %+v, want %d listed, none published", res, want.files)
 	}
 	time.Sleep(500 * time.Millisecond) // let anything published by mistake reach the workers
+	p.check(p.account(), want)
+
+	// SIGTERM drains and exits cleanly.
+	if err := b.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- b.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("extract-b after SIGTERM: %v, want exit status 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Error("extract-b did not exit within 15 s of SIGTERM")
+	}
+}
+
+// TestTransientErrorsAreRetried runs a worker whose database is unreachable:
+// every file is put back for later (Nak), none becomes a failure; a healthy
+// worker then finishes them all.
+func TestTransientErrorsAreRetried(t *testing.T) {
+	root, err := corpus.SharedDir()
+	if err != nil {
+		t.Skip(err)
+	}
+	rels, err := corpus.Files(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rels = rels[:20]
+	for i, rel := range rels {
+		data, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%02d.mid", i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := expect(t, root, rels)
+	srv := testenv.NATS(t)
+	p := newPipeline(t, srv.ClientURL())
+	p.ingest(dir)
+
+	broken, err := store.Open(context.Background(), p.pgURL, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Close() // every query now fails, as with Postgres away
+	reg := prometheus.NewRegistry()
+	runWorker := func(st *store.Store, reg *prometheus.Registry, until func() bool) {
+		ctx, cancel := context.WithCancel(context.Background())
+		w := extract.New(extract.Deps{JS: p.js, Store: st, Objects: p.objects, Log: p.log, Metrics: reg},
+			extract.Options{Concurrency: 2, FetchBatch: 4, AckWait: 2 * time.Second})
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		deadline := time.Now().Add(time.Minute)
+		for !until() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	retries := func() float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if mf.GetName() == "scale_extract_messages_total" && l.GetValue() == "retry" {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	runWorker(broken, reg, func() bool { return retries() >= float64(len(rels)) })
+	if a := p.account(); a.Pending != int64(len(rels)) || a.Failures != 0 {
+		t.Fatalf("after transient errors: %+v, want all %d pending and no failures", a, len(rels))
+	}
+	runWorker(p.store, prometheus.NewRegistry(), func() bool { return p.account().Pending == 0 })
 	p.check(p.account(), want)
 }
 

@@ -1,0 +1,93 @@
+package store_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+const songID = "0123456789abcdef0123456789abcdef"
+
+func TestMigrateIsIdempotentAndWritesCatalog(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("second migration: %v", err)
+	}
+	var n int
+	var drums string
+	if err := s.Pool.QueryRow(ctx, "SELECT count(*), (SELECT name FROM instruments WHERE id = $1) FROM instruments", store.DrumsInstrument).Scan(&n, &drums); err != nil {
+		t.Fatal(err)
+	}
+	if n != 129 || drums != "Drums" {
+		t.Errorf("catalog has %d instruments, drums %q; want 129 and Drums", n, drums)
+	}
+}
+
+func TestLedgerIsIdempotent(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	files := []store.DiscoveredFile{
+		{SourceKey: "s3://b/good.mid", Size: 10, Name: "good"},
+		{SourceKey: "s3://b/copy.mid", Size: 10, Name: "copy"},
+		{SourceKey: "s3://b/bad.mid", Size: 3, Name: "bad"},
+	}
+	for _, f := range files {
+		for range 2 {
+			status, err := s.RecordDiscovered(ctx, f)
+			if err != nil || status != "pending" {
+				t.Fatalf("RecordDiscovered(%s) = %q, %v; want pending", f.SourceKey, status, err)
+			}
+		}
+	}
+	song := store.Song{ID: songID, Name: "good", SourceKey: "s3://b/good.mid", Format: 1, Tracks: 2, TicksPerQuarter: 96,
+		DurationSeconds: 1.5, InitialBPM: 120, InstrumentNotes: map[int]int{0: 4, store.DrumsInstrument: 2}}
+	for range 2 { // a redelivery repeats the save
+		if err := s.SaveSong(ctx, song); err != nil {
+			t.Fatal(err)
+		}
+	}
+	song.SourceKey = "s3://b/copy.mid" // same content under another key: same song
+	if err := s.SaveSong(ctx, song); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; attempt <= 2; attempt++ {
+		if err := s.SaveFailure(ctx, store.Failure{SourceKey: "s3://b/bad.mid", Reason: "truncated", Attempts: attempt}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := s.Account(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Accounting{Discovered: 3, Done: 2, Failed: 1, Songs: 1, Failures: 1}
+	if a != want || !a.Balanced() {
+		t.Errorf("accounting %+v, want %+v", a, want)
+	}
+	if status, _ := s.RecordDiscovered(ctx, files[0]); status != "done" {
+		t.Errorf("re-discovered finished file has status %q, want done", status)
+	}
+	var instruments, attempts int
+	s.Pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM song_instruments), (SELECT attempts FROM failures)").Scan(&instruments, &attempts) //nolint:errcheck
+	if instruments != 2 || attempts != 2 {
+		t.Errorf("%d instrument rows and %d attempts, want 2 and 2", instruments, attempts)
+	}
+}
+
+func TestOpenGivesUpOnAbsentServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := store.Open(ctx, "postgres://scale@127.0.0.1:1/scale?sslmode=disable&connect_timeout=1", 500*time.Millisecond); err == nil {
+		t.Fatal("Open succeeded without a server")
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("Open took %v to give up", time.Since(start))
+	}
+}
