@@ -1,0 +1,30 @@
+# Scale — the two commands a new user needs:
+#   make run    the whole pipeline in one process on the embedded default
+#   make test   every test (Postgres, NATS and S3 tests run for real), plus a short fuzz run
+GO       ?= go
+FUZZTIME ?= 30s
+MODULES  := ./... ./services/chaos-runner/...
+
+.PHONY: build test vet lint fuzz run bench
+
+build:
+	$(GO) build $(MODULES)
+
+vet:
+	$(GO) vet $(MODULES)
+
+lint: vet
+	staticcheck $(MODULES)
+
+test: vet
+	$(GO) test -count=1 -timeout 20m $(MODULES)
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/midiparse
+
+run:
+	$(GO) run ./cmd/scale $(ARGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x -cpu 1 ./internal/midiparse

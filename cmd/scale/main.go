@@ -1,0 +1,178 @@
+// Command scale runs the pipeline in one process on an embedded default: an
+// embedded NATS JetStream server, a local PostgreSQL cluster it starts under the
+// data folder (or the database at SCALE_POSTGRES_URL), ingest of the sample
+// corpus (or any folder or bucket), and extract workers. Ctrl-C stops everything
+// cleanly. Each service also runs alone as its own binary with the same settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ardanlabs/conf/v3"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scale-dev/scale/internal/config"
+	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/natsembed"
+	"github.com/scale-dev/scale/internal/pglocal"
+	"github.com/scale-dev/scale/internal/wiring"
+	"github.com/scale-dev/scale/services/extract"
+	"github.com/scale-dev/scale/services/ingest"
+)
+
+type settings struct {
+	conf.Version
+	Data     string `conf:"default:data,help:folder for the embedded NATS store and the local Postgres cluster"`
+	NATS     struct {
+		Port int `conf:"default:-1,help:client port of the embedded NATS server (-1: any free port)"`
+	}
+	Postgres struct {
+		URL string `conf:"mask,help:use this database instead of starting a local cluster"`
+	}
+	Storage config.S3
+	Ops     config.Ops
+	Ingest  struct {
+		Source    string `conf:"help:s3://bucket/prefix or a folder; empty: the shared sample corpus (../shared/midi)"`
+		NamesJSON string `conf:"help:LMD-style md5_to_paths.json giving song names"`
+	}
+	Extract struct {
+		Concurrency int `conf:"default:4,help:files processed at once"`
+		FetchBatch  int `conf:"default:32,help:messages pulled per request"`
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			return
+		}
+		slog.Error("scale stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	cfg := settings{Version: conf.Version{Desc: "Scale: the whole pipeline in one process (embedded NATS, local Postgres)"}}
+	if err := config.Parse(&cfg); err != nil {
+		return err
+	}
+	log := cfg.Ops.Logger("scale")
+	config.Log(log, &cfg)
+	if cfg.Ingest.Source == "" {
+		dir, err := corpus.SharedDir()
+		if err != nil {
+			return err
+		}
+		cfg.Ingest.Source = dir
+	}
+	data, err := filepath.Abs(cfg.Data)
+	if err != nil {
+		return err
+	}
+
+	pgURL := cfg.Postgres.URL
+	if pgURL == "" {
+		fmt.Fprintf(os.Stderr, "scale: starting local Postgres under %s\n", filepath.Join(data, "postgres"))
+		cluster, err := pglocal.Start(ctx, filepath.Join(data, "postgres"), pglocal.Options{Durable: true})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := cluster.Stop(); err != nil {
+				log.Error("stopping Postgres", "error", err)
+			}
+		}()
+		if err := createDatabase(ctx, cluster.URL("postgres"), "scale"); err != nil {
+			return err
+		}
+		pgURL = cluster.URL("scale")
+	}
+
+	srv, err := natsembed.Start(natsembed.Options{Port: cfg.NATS.Port, StoreDir: filepath.Join(data, "nats")})
+	if err != nil {
+		return err
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	fmt.Fprintf(os.Stderr, "scale: embedded NATS JetStream at %s\n", srv.ClientURL())
+
+	infra, err := wiring.Open(ctx, "scale",
+		config.NATS{URL: srv.ClientURL(), Replicas: 1, DuplicateWindow: 10 * time.Minute},
+		config.Postgres{URL: pgURL, Wait: 30 * time.Second}, cfg.Storage, log)
+	if err != nil {
+		return err
+	}
+	defer infra.Close()
+	fmt.Fprintf(os.Stderr, "scale: metrics and health at http://%s/metrics /healthz /readyz\n", cfg.Ops.Addr)
+
+	return infra.Run(ctx, cfg.Ops.Addr, func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		worker := extract.New(extract.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
+			extract.Options{Concurrency: cfg.Extract.Concurrency, FetchBatch: cfg.Extract.FetchBatch})
+		g.Go(func() error { return worker.Run(gctx) })
+		g.Go(func() error {
+			_, err := ingest.Run(gctx, ingest.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
+				ingest.Options{Source: cfg.Ingest.Source, NamesJSON: cfg.Ingest.NamesJSON, Progress: os.Stderr})
+			if err != nil {
+				return err
+			}
+			return reportProgress(gctx, infra)
+		})
+		return g.Wait()
+	})
+}
+
+// reportProgress prints the ledger every second until no file is pending, then
+// the final accounting; the pipeline keeps running for files added later.
+func reportProgress(ctx context.Context, infra *wiring.Infra) error {
+	start := time.Now()
+	for {
+		a, err := infra.Store.Account(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if a.Pending == 0 {
+			fmt.Fprintf(os.Stderr, "scale: all %d files finished: %d songs, %d failures (balanced: %v). Ctrl-C to stop.\n",
+				a.Discovered, a.Songs, a.Failures, a.Balanced())
+			return nil
+		}
+		fmt.Fprintf(os.Stderr, "extract: %d of %d files finished (%d songs, %d failures), %.0f s\n",
+			a.Done+a.Failed, a.Discovered, a.Songs, a.Failures, time.Since(start).Seconds())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func createDatabase(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("connecting to local Postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return fmt.Errorf("creating database %s: %w", name, err)
+		}
+	}
+	return nil
+}
