@@ -59,7 +59,11 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestMsgIDsAreStable(t *testing.T) {
 	d := Discovered{Source: "s3://b/k.mid", MD5: "0123456789abcdef0123456789abcdef"}
-	if d.MsgID() != d.MsgID() || d.MsgID() == (Discovered{Source: "s3://b/other.mid"}).MsgID() {
-		t.Error("Msg-Id must be stable per source and content and differ between sources")
+	again := Discovered{Source: "s3://b/k.mid", MD5: "0123456789abcdef0123456789abcdef", Name: "renamed", Size: 5}
+	if d.MsgID() != again.MsgID() || d.MsgID() == (Discovered{Source: "s3://b/other.mid"}).MsgID() {
+		t.Error("Msg-Id must depend on source and content only, and differ between sources")
+	}
+	if (Extracted{Source: "s3://b/k.mid"}).MsgID() == (Failed{Source: "s3://b/k.mid"}).MsgID() {
+		t.Error("the outcome Msg-Ids of a file must differ by kind")
 	}
 }
