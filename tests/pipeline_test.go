@@ -215,10 +215,7 @@ func TestSharedCorpusTwoExtractProcesses(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("uses SIGKILL on child processes")
 	}
-	root, err := corpus.SharedDir()
-	if err != nil {
-		t.Skip(err)
-	}
+	root := testenv.SharedCorpus(t)
 	rels, err := corpus.Files(root)
 	if err != nil {
 		t.Fatal(err)
@@ -277,10 +274,7 @@ func TestSharedCorpusTwoExtractProcesses(t *testing.T) {
 // every file is put back for later (Nak), none becomes a failure; a healthy
 // worker then finishes them all.
 func TestTransientErrorsAreRetried(t *testing.T) {
-	root, err := corpus.SharedDir()
-	if err != nil {
-		t.Skip(err)
-	}
+	root := testenv.SharedCorpus(t)
 	rels, err := corpus.Files(root)
 	if err != nil {
 		t.Fatal(err)
@@ -346,10 +340,7 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 // TestS3SourceInProcess ingests from the S3-compatible server and extracts with
 // an in-process worker.
 func TestS3SourceInProcess(t *testing.T) {
-	root, err := corpus.SharedDir()
-	if err != nil {
-		t.Skip(err)
-	}
+	root := testenv.SharedCorpus(t)
 	rels, err := corpus.Files(root)
 	if err != nil {
 		t.Fatal(err)

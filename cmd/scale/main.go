@@ -31,8 +31,8 @@ import (
 
 type settings struct {
 	conf.Version
-	Data     string `conf:"default:data,help:folder for the embedded NATS store and the local Postgres cluster"`
-	NATS     struct {
+	Data string `conf:"default:data,help:folder for the embedded NATS store and the local Postgres cluster"`
+	NATS struct {
 		Port int `conf:"default:-1,help:client port of the embedded NATS server (-1: any free port)"`
 	}
 	Postgres struct {

@@ -6,15 +6,13 @@ import (
 	"testing"
 
 	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/testenv"
 )
 
 // BenchmarkParseCorpus parses every file of the shared corpus once per
 // iteration on one goroutine; it reports files/s, and MB/s through SetBytes.
 func BenchmarkParseCorpus(b *testing.B) {
-	root, err := corpus.SharedDir()
-	if err != nil {
-		b.Skip(err)
-	}
+	root := testenv.SharedCorpus(b)
 	files, err := corpus.Files(root)
 	if err != nil {
 		b.Fatal(err)

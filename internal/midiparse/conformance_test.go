@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/testenv"
 )
 
 // reference is the part of ../shared/midi/expected.json the checks use.
@@ -31,10 +31,7 @@ type instrumentKey struct {
 
 func loadReference(t testing.TB) (string, reference) {
 	t.Helper()
-	root, err := corpus.SharedDir()
-	if err != nil {
-		t.Skipf("shared corpus not found: %v", err)
-	}
+	root := testenv.SharedCorpus(t)
 	raw, err := os.ReadFile(filepath.Join(root, "expected.json"))
 	if err != nil {
 		t.Fatalf("reading expected.json: %v", err)

@@ -7,24 +7,24 @@ import (
 	"testing"
 
 	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/testenv"
 )
 
 // FuzzParse feeds arbitrary bytes to Parse, seeded with the shared corpus (valid
 // and deliberately broken files). Parse must return a profile or an ErrInvalid,
 // never panic, hang or return an inconsistent profile.
 func FuzzParse(f *testing.F) {
-	if root, err := corpus.SharedDir(); err == nil {
-		files, err := corpus.Files(root)
-		if err != nil {
-			f.Fatal(err)
+	root := testenv.SharedCorpus(f)
+	files, err := corpus.Files(root)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i, rel := range files {
+		if i%4 != 0 { // a quarter of the corpus keeps the seed run short
+			continue
 		}
-		for i, rel := range files {
-			if i%4 != 0 { // a quarter of the corpus keeps the seed run short
-				continue
-			}
-			if data, err := os.ReadFile(filepath.Join(root, rel)); err == nil && len(data) < 64<<10 {
-				f.Add(data)
-			}
+		if data, err := os.ReadFile(filepath.Join(root, rel)); err == nil && len(data) < 16<<10 {
+			f.Add(data)
 		}
 	}
 	f.Add([]byte("MThd\x00\x00\x00\x06\x00\x01\x00\x01\x00\x60MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"))

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/natsembed"
 	"github.com/scale-dev/scale/internal/pglocal"
 	"github.com/scale-dev/scale/internal/store"
@@ -163,4 +164,19 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b) //nolint:errcheck // crypto/rand.Read does not fail
 	return hex.EncodeToString(b)
+}
+
+// SharedCorpus returns the shared MIDI corpus folder. Outside CI a test skips
+// when it is absent; in CI, where shared/ is always beside the checkout, that
+// is a failure.
+func SharedCorpus(t testing.TB) string {
+	t.Helper()
+	dir, err := corpus.SharedDir()
+	if err != nil {
+		if InCI() {
+			t.Fatalf("shared corpus: %v", err)
+		}
+		t.Skipf("shared corpus: %v", err)
+	}
+	return dir
 }
