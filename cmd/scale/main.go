@@ -7,13 +7,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/ardanlabs/conf/v3"
@@ -21,7 +17,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scale-dev/scale/internal/config"
-	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/natsembed"
 	"github.com/scale-dev/scale/internal/pglocal"
 	"github.com/scale-dev/scale/internal/wiring"
@@ -40,27 +35,11 @@ type settings struct {
 	}
 	Storage config.S3
 	Ops     config.Ops
-	Ingest  struct {
-		Source    string `conf:"help:s3://bucket/prefix or a folder; empty: the shared sample corpus (../shared/midi)"`
-		NamesJSON string `conf:"help:LMD-style md5_to_paths.json giving song names"`
-	}
-	Extract struct {
-		Concurrency int `conf:"default:4,help:files processed at once"`
-		FetchBatch  int `conf:"default:32,help:messages pulled per request"`
-	}
+	Ingest  ingest.Settings
+	Extract extract.Settings
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			return
-		}
-		slog.Error("scale stopped", "error", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Main("scale", run) }
 
 func run(ctx context.Context) error {
 	cfg := settings{Version: conf.Version{Desc: "Scale: the whole pipeline in one process (embedded NATS, local Postgres)"}}
@@ -69,12 +48,9 @@ func run(ctx context.Context) error {
 	}
 	log := cfg.Ops.Logger("scale")
 	config.Log(log, &cfg)
-	if cfg.Ingest.Source == "" {
-		dir, err := corpus.SharedDir()
-		if err != nil {
-			return err
-		}
-		cfg.Ingest.Source = dir
+	ingestOpts, err := cfg.Ingest.Options(os.Stderr)
+	if err != nil {
+		return err
 	}
 	data, err := filepath.Abs(cfg.Data)
 	if err != nil {
@@ -118,11 +94,11 @@ func run(ctx context.Context) error {
 	return infra.Run(ctx, cfg.Ops.Addr, func(ctx context.Context) error {
 		g, gctx := errgroup.WithContext(ctx)
 		worker := extract.New(extract.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
-			extract.Options{Concurrency: cfg.Extract.Concurrency, FetchBatch: cfg.Extract.FetchBatch})
+			cfg.Extract.Options())
 		g.Go(func() error { return worker.Run(gctx) })
 		g.Go(func() error {
 			_, err := ingest.Run(gctx, ingest.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
-				ingest.Options{Source: cfg.Ingest.Source, NamesJSON: cfg.Ingest.NamesJSON, Progress: os.Stderr})
+				ingestOpts)
 			if err != nil {
 				return err
 			}

@@ -4,10 +4,13 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/ardanlabs/conf/v3"
@@ -88,4 +91,16 @@ func Log(log *slog.Logger, cfg any) {
 		return
 	}
 	log.Info("configuration", "config", s)
+}
+
+// Main is the whole of a binary's main: it runs run with a context that ends on
+// SIGINT or SIGTERM, and on error logs it once and exits 1.
+func Main(name string, run func(ctx context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil && !errors.Is(err, ErrHelp) {
+		slog.Error(name+" stopped", "error", err)
+		os.Exit(1)
+	}
 }

@@ -29,6 +29,18 @@ import (
 	"github.com/scale-dev/scale/pkg/events"
 )
 
+// Settings are the extract flags and SCALE_EXTRACT_* variables.
+type Settings struct {
+	Concurrency int           `conf:"default:4,help:files processed at once by this process"`
+	FetchBatch  int           `conf:"default:32,help:messages pulled per request"`
+	AckWait     time.Duration `conf:"default:30s,help:how long a crashed worker holds a file before redelivery"`
+}
+
+// Options turns settings into worker options.
+func (s Settings) Options() Options {
+	return Options(s)
+}
+
 // Options size a worker.
 type Options struct {
 	Concurrency int           // files processed at once

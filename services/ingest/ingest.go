@@ -18,11 +18,30 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/pkg/events"
 )
+
+// Settings are the ingest flags and SCALE_INGEST_* variables.
+type Settings struct {
+	Source    string `conf:"help:s3://bucket/prefix or a folder; empty: the shared sample corpus (../shared/midi)"`
+	NamesJSON string `conf:"help:LMD-style md5_to_paths.json giving song names"`
+}
+
+// Options turns settings into run options, defaulting the source to the shared corpus.
+func (s Settings) Options(progress io.Writer) (Options, error) {
+	if s.Source == "" {
+		dir, err := corpus.SharedDir()
+		if err != nil {
+			return Options{}, err
+		}
+		s.Source = dir
+	}
+	return Options{Source: s.Source, NamesJSON: s.NamesJSON, Progress: progress}, nil
+}
 
 // Options of one ingest run.
 type Options struct {

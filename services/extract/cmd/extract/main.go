@@ -1,17 +1,13 @@
 // Command extract runs an extract worker against NATS JetStream and Postgres, or,
-// as `extract inspect FILE...`, prints the instrument profile of local files as
-// JSON lines.
+// as `extract inspect FILE_OR_FOLDER...`, prints the instrument profile of local
+// files as JSON lines.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/ardanlabs/conf/v3"
 
@@ -26,39 +22,20 @@ type settings struct {
 	Postgres config.Postgres
 	Storage  config.S3
 	Ops      config.Ops
-	Extract  struct {
-		Concurrency int           `conf:"default:4,help:files processed at once by this process"`
-		FetchBatch  int           `conf:"default:32,help:messages pulled per request"`
-		AckWait     time.Duration `conf:"default:30s,help:how long a crashed worker holds a file before redelivery"`
-	}
+	Extract  extract.Settings
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if len(os.Args) > 1 && os.Args[1] == "inspect" {
-		if len(os.Args) < 3 {
-			fmt.Fprintln(os.Stderr, "usage: extract inspect FILE_OR_FOLDER...")
-			os.Exit(2)
-		}
-		if err := extract.Inspect(os.Args[2:], os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, "extract inspect:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if err := run(ctx); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			fmt.Println("\nSubcommand: extract inspect FILE_OR_FOLDER...  prints one JSON line per MIDI file.")
-			return
-		}
-		slog.Error("extract stopped", "error", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Main("extract", run) }
 
 func run(ctx context.Context) error {
-	cfg := settings{Version: conf.Version{Desc: "Scale extract worker: midi.discovered → instrument profile → Postgres"}}
+	if len(os.Args) > 1 && os.Args[1] == "inspect" {
+		if len(os.Args) < 3 {
+			return errors.New("extract inspect needs at least one file or folder")
+		}
+		return extract.Inspect(os.Args[2:], os.Stdout)
+	}
+	cfg := settings{Version: conf.Version{Desc: "Scale extract worker: midi.discovered → instrument profile → Postgres.\n" +
+		"Also: extract inspect FILE_OR_FOLDER... prints one JSON line per MIDI file."}}
 	if err := config.Parse(&cfg); err != nil {
 		return err
 	}
@@ -69,7 +46,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer infra.Close()
-	w := extract.New(extract.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
-		extract.Options{Concurrency: cfg.Extract.Concurrency, FetchBatch: cfg.Extract.FetchBatch, AckWait: cfg.Extract.AckWait})
+	w := extract.New(extract.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry}, cfg.Extract.Options())
+	fmt.Fprintln(os.Stderr, "extract: worker running; SIGTERM drains and exits")
 	return infra.Run(ctx, cfg.Ops.Addr, w.Run)
 }
