@@ -1,0 +1,280 @@
+// Package simindex keeps the instrument sets of all songs in memory and computes
+// each song's exact top-K most similar songs by Jaccard similarity of instrument
+// sets (each GM program is a feature, drums one more). Ties are broken by score,
+// then shared count, then song id, so every list is deterministic. Scores are
+// compared as exact fractions, never as floats.
+package simindex
+
+import (
+	"math/bits"
+	"runtime"
+	"sort"
+	"sync"
+)
+
+// Features is the number of instrument features: 128 GM programs and the drums.
+const Features = 129
+
+// Set is a set of instrument features.
+type Set [3]uint64
+
+// Add puts feature f (0–128) in the set.
+func (s *Set) Add(f int) { s[f/64] |= 1 << (f % 64) }
+
+// Len is the number of features.
+func (s Set) Len() int {
+	return bits.OnesCount64(s[0]) + bits.OnesCount64(s[1]) + bits.OnesCount64(s[2])
+}
+
+// Features lists the set's features in order.
+func (s Set) Features() []int {
+	var out []int
+	for w, word := range s {
+		for word != 0 {
+			b := bits.TrailingZeros64(word)
+			out = append(out, w*64+b)
+			word &^= 1 << b
+		}
+	}
+	return out
+}
+
+func interLen(a, b Set) int {
+	return bits.OnesCount64(a[0]&b[0]) + bits.OnesCount64(a[1]&b[1]) + bits.OnesCount64(a[2]&b[2])
+}
+
+// Neighbor is one entry of a top-K list.
+type Neighbor struct {
+	Song   int32 // index of the other song
+	Shared uint8 // |A ∩ B|
+	Union  uint8 // |A ∪ B|
+}
+
+// Score is the Jaccard similarity.
+func (n Neighbor) Score() float64 { return float64(n.Shared) / float64(n.Union) }
+
+// Index holds the songs that take part (at least MinInstruments instruments).
+type Index struct {
+	K, MinInstruments int
+	IDs               []string
+	Sets              []Set
+	byID              map[string]int32
+}
+
+// New returns an empty index.
+func New(k, minInstruments int) *Index {
+	return &Index{K: k, MinInstruments: minInstruments, byID: map[string]int32{}}
+}
+
+// Add indexes a song and returns its index; ok is false when the song has too
+// few instruments to take part. Adding a known id returns its index.
+func (ix *Index) Add(id string, set Set) (i int32, ok bool) {
+	if set.Len() < ix.MinInstruments {
+		return -1, false
+	}
+	if i, known := ix.byID[id]; known {
+		return i, true
+	}
+	i = int32(len(ix.IDs))
+	ix.IDs = append(ix.IDs, id)
+	ix.Sets = append(ix.Sets, set)
+	ix.byID[id] = i
+	return i, true
+}
+
+// Lookup returns a song's index.
+func (ix *Index) Lookup(id string) (int32, bool) {
+	i, ok := ix.byID[id]
+	return i, ok
+}
+
+// Len is the number of indexed songs.
+func (ix *Index) Len() int { return len(ix.IDs) }
+
+// better reports whether a ranks before b: higher score, then more shared, then smaller id.
+func (ix *Index) better(a, b Neighbor) bool {
+	// a.Shared/a.Union vs b.Shared/b.Union, exactly.
+	l, r := int(a.Shared)*int(b.Union), int(b.Shared)*int(a.Union)
+	if l != r {
+		return l > r
+	}
+	if a.Shared != b.Shared {
+		return a.Shared > b.Shared
+	}
+	return ix.IDs[a.Song] < ix.IDs[b.Song]
+}
+
+// topList is a bounded, sorted list of the best neighbors.
+type topList struct {
+	ix   *Index
+	cap  int
+	list []Neighbor
+}
+
+func (t *topList) offer(n Neighbor) {
+	if len(t.list) == t.cap && !t.ix.better(n, t.list[len(t.list)-1]) {
+		return
+	}
+	pos := sort.Search(len(t.list), func(i int) bool { return t.ix.better(n, t.list[i]) })
+	if len(t.list) < t.cap {
+		t.list = append(t.list, Neighbor{})
+	}
+	copy(t.list[pos+1:], t.list[pos:])
+	t.list[pos] = n
+}
+
+// TopK computes song i's list by comparing it with every indexed song.
+func (ix *Index) TopK(i int32) []Neighbor {
+	t := topList{ix: ix, cap: ix.K}
+	a := ix.Sets[i]
+	la := a.Len()
+	for j, b := range ix.Sets {
+		if int32(j) == i {
+			continue
+		}
+		s := interLen(a, b)
+		if s == 0 {
+			continue
+		}
+		t.offer(Neighbor{Song: int32(j), Shared: uint8(s), Union: uint8(la + b.Len() - s)})
+	}
+	return t.list
+}
+
+// Enters reports whether candidate n would enter list (a current top-K), and
+// returns the new list if so.
+func (ix *Index) Enters(list []Neighbor, n Neighbor) ([]Neighbor, bool) {
+	for _, e := range list {
+		if e.Song == n.Song {
+			return list, false
+		}
+	}
+	t := topList{ix: ix, cap: ix.K, list: append([]Neighbor(nil), list...)}
+	before := len(t.list)
+	var worst Neighbor
+	if before > 0 {
+		worst = t.list[before-1]
+	}
+	t.offer(n)
+	changed := len(t.list) > before || (before > 0 && t.list[before-1] != worst)
+	return t.list, changed
+}
+
+// All computes every song's list. Songs with equal sets have equal candidates, so
+// the work is done once per distinct set (top K+1 over distinct sets, then the
+// song itself is dropped), spread over all CPUs.
+//
+// Candidates come from an inverted index with prefix filtering: with features
+// ordered rarest first, a set B can score at least t against A only if it holds
+// one of A's first |A| - ceil(t·|A|) + 1 features. So after the lists of A's
+// rarest features have filled the top list, its worst score t bounds how many
+// more posting lists must be read; nothing that could enter is skipped, so the
+// result is exact. progress, if not nil, is called with the distinct sets done.
+func (ix *Index) All(progress func(done, total int)) [][]Neighbor {
+	groups := map[Set][]int32{}
+	for i, s := range ix.Sets {
+		groups[s] = append(groups[s], int32(i))
+	}
+	distinct := make([]group, 0, len(groups))
+	for s, m := range groups {
+		sort.Slice(m, func(a, b int) bool { return ix.IDs[m[a]] < ix.IDs[m[b]] })
+		distinct = append(distinct, group{set: s, size: s.Len(), members: m})
+	}
+	var postings [Features][]int32
+	for g, d := range distinct {
+		for _, f := range d.set.Features() {
+			postings[f] = append(postings[f], int32(g))
+		}
+	}
+	lists := make([][]Neighbor, len(ix.Sets))
+	var next, done int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			seen := make([]int32, len(distinct)) // seen[b] == g+1: b offered to g already
+			for {
+				mu.Lock()
+				g := next
+				next++
+				mu.Unlock()
+				if g >= len(distinct) {
+					return
+				}
+				a := distinct[g]
+				feats := a.set.Features()
+				sort.Slice(feats, func(x, y int) bool { return len(postings[feats[x]]) < len(postings[feats[y]]) })
+				t := topList{ix: ix, cap: ix.K + 1}
+				for i := 0; i < prefixLen(&t, a.size); i++ {
+					for _, b := range postings[feats[i]] {
+						if seen[b] == int32(g+1) {
+							continue
+						}
+						seen[b] = int32(g + 1)
+						ix.offerGroup(&t, a, distinct[b])
+					}
+				}
+				for _, self := range a.members {
+					l := make([]Neighbor, 0, ix.K)
+					for _, n := range t.list {
+						if n.Song != self && len(l) < ix.K {
+							l = append(l, n)
+						}
+					}
+					lists[self] = l
+				}
+				if progress != nil {
+					mu.Lock()
+					done++
+					progress(done, len(distinct))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return lists
+}
+
+// prefixLen is how many of A's rarest features a candidate must be looked up
+// by: all of them until the list is full, then |A| - ceil(t·|A|) + 1 where t is
+// the worst score in the list.
+func prefixLen(t *topList, size int) int {
+	if len(t.list) < t.cap {
+		return size
+	}
+	w := t.list[len(t.list)-1]
+	need := (int(w.Shared)*size + int(w.Union) - 1) / int(w.Union) // ceil(t·|A|)
+	return size - need + 1
+}
+
+type group struct {
+	set     Set
+	size    int
+	members []int32 // sorted by id
+}
+
+// offerGroup offers the members of group b as neighbors of group a.
+func (ix *Index) offerGroup(t *topList, a, b group) {
+	s := interLen(a.set, b.set)
+	if s == 0 {
+		return
+	}
+	u := a.size + b.size - s
+	if len(t.list) == t.cap {
+		worst := t.list[len(t.list)-1]
+		if l, r := s*int(worst.Union), int(worst.Shared)*u; l < r || (l == r && s < int(worst.Shared)) {
+			return
+		}
+	}
+	n := Neighbor{Shared: uint8(s), Union: uint8(u)}
+	for _, m := range b.members[:min(len(b.members), ix.K+1)] {
+		n.Song = m
+		if len(t.list) == t.cap && !ix.better(n, t.list[len(t.list)-1]) {
+			return // members are in id order: the rest rank lower still
+		}
+		t.offer(n)
+	}
+}

@@ -1,0 +1,124 @@
+package simindex
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"sort"
+	"testing"
+)
+
+// bruteForce ranks every other song by float Jaccard with the documented
+// tie-breaks: an independent restatement of the rule.
+func bruteForce(ix *Index, i int) []Neighbor {
+	type cand struct {
+		j             int
+		score         float64
+		shared, union int
+	}
+	var cs []cand
+	for j := range ix.Sets {
+		if j == i {
+			continue
+		}
+		s := interLen(ix.Sets[i], ix.Sets[j])
+		if s == 0 {
+			continue
+		}
+		u := ix.Sets[i].Len() + ix.Sets[j].Len() - s
+		cs = append(cs, cand{j, float64(s) / float64(u), s, u})
+	}
+	sort.Slice(cs, func(a, b int) bool {
+		if cs[a].score != cs[b].score {
+			return cs[a].score > cs[b].score
+		}
+		if cs[a].shared != cs[b].shared {
+			return cs[a].shared > cs[b].shared
+		}
+		return ix.IDs[cs[a].j] < ix.IDs[cs[b].j]
+	})
+	var out []Neighbor
+	for _, c := range cs[:min(len(cs), ix.K)] {
+		out = append(out, Neighbor{Song: int32(c.j), Shared: uint8(c.shared), Union: uint8(c.union)})
+	}
+	return out
+}
+
+// randomIndex draws n songs over features 0..features-1 with skewed
+// popularity (feature ≈ features·u³), so that posting lists differ in length.
+func randomIndex(seed uint64, n, k, features int) *Index {
+	r := rand.New(rand.NewPCG(seed, 1))
+	ix := New(k, 3)
+	for i := 0; i < n; i++ {
+		var s Set
+		size := 3 + r.IntN(6)
+		for s.Len() < size {
+			u := r.Float64()
+			s.Add(int(float64(features) * u * u * u))
+		}
+		ix.Add(fmt.Sprintf("%032x", r.Uint64()), s)
+	}
+	return ix
+}
+
+func TestAllAndTopKMatchBruteForce(t *testing.T) {
+	for _, features := range []int{24, Features} { // 24: many ties and equal sets
+		testAgainstBruteForce(t, randomIndex(7, 3000, 10, features))
+	}
+}
+
+func testAgainstBruteForce(t *testing.T, ix *Index) {
+	all := ix.All(nil)
+	for i := range ix.Sets {
+		want := bruteForce(ix, i)
+		if got := ix.TopK(int32(i)); !reflect.DeepEqual(got, want) {
+			t.Fatalf("TopK(%d) = %v, want %v", i, got, want)
+		}
+		if !reflect.DeepEqual(all[i], want) && !(len(all[i]) == 0 && len(want) == 0) {
+			t.Fatalf("All()[%d] = %v, want %v", i, all[i], want)
+		}
+	}
+}
+
+func TestIncrementalMatchesBruteForce(t *testing.T) {
+	full := randomIndex(11, 600, 10, 24)
+	ix := New(10, 3)
+	var lists [][]Neighbor
+	for i, id := range full.IDs {
+		j, _ := ix.Add(id, full.Sets[i])
+		lists = append(lists, ix.TopK(j))
+		a := ix.Sets[j]
+		for y := range ix.Sets[:j] {
+			s := interLen(a, ix.Sets[y])
+			if s == 0 {
+				continue
+			}
+			n := Neighbor{Song: j, Shared: uint8(s), Union: uint8(a.Len() + ix.Sets[y].Len() - s)}
+			if l, changed := ix.Enters(lists[y], n); changed {
+				lists[y] = l
+			}
+		}
+	}
+	for i := range ix.Sets {
+		if want := bruteForce(ix, i); !reflect.DeepEqual(lists[i], want) && !(len(lists[i]) == 0 && len(want) == 0) {
+			t.Fatalf("incremental list %d = %v, want %v", i, lists[i], want)
+		}
+	}
+}
+
+func TestMinInstruments(t *testing.T) {
+	ix := New(10, 3)
+	var s Set
+	s.Add(0)
+	s.Add(128)
+	if _, ok := ix.Add("a", s); ok {
+		t.Error("a song with 2 instruments must not take part at minimum 3")
+	}
+	s.Add(40)
+	if _, ok := ix.Add("b", s); !ok || ix.Len() != 1 {
+		t.Error("a song with 3 instruments takes part")
+	}
+	if got := s.Features(); !reflect.DeepEqual(got, []int{0, 40, 128}) {
+		t.Errorf("Features() = %v", got)
+	}
+}
