@@ -88,3 +88,20 @@ func Publish[E Event](ctx context.Context, js jetstream.JetStream, subject strin
 	}
 	return nil
 }
+
+// ConsumerSimilarity is the similarity service's durable consumer of songs.
+const ConsumerSimilarity = "similarity"
+
+// SimilarityConsumer reads every midi.extracted event from the start of the
+// outcomes stream; the service applies them one at a time.
+func SimilarityConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerSimilarity,
+		FilterSubject: SubjectExtracted,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxDeliver:    -1,
+		MaxAckPending: 256,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}

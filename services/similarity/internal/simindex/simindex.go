@@ -278,3 +278,16 @@ func (ix *Index) offerGroup(t *topList, a, b group) {
 		t.offer(n)
 	}
 }
+
+// Intersect is the set of features in both a and b.
+func Intersect(a, b Set) Set { return Set{a[0] & b[0], a[1] & b[1], a[2] & b[2]} }
+
+// Neighbor returns song j as a neighbor of song i; ok is false when they share
+// no instrument.
+func (ix *Index) Neighbor(i, j int32) (Neighbor, bool) {
+	s := interLen(ix.Sets[i], ix.Sets[j])
+	if s == 0 {
+		return Neighbor{}, false
+	}
+	return Neighbor{Song: j, Shared: uint8(s), Union: uint8(ix.Sets[i].Len() + ix.Sets[j].Len() - s)}, true
+}
