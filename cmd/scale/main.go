@@ -1,7 +1,8 @@
 // Command scale runs the pipeline in one process on an embedded default: an
 // embedded NATS JetStream server, a local PostgreSQL cluster it starts under the
 // data folder (or the database at SCALE_POSTGRES_URL), ingest of the sample
-// corpus (or any folder or bucket), and extract workers. Ctrl-C stops everything
+// corpus (or any folder or bucket), extract workers, similarity, and the API
+// with its web page. Ctrl-C stops everything
 // cleanly. Each service also runs alone as its own binary with the same settings.
 package main
 
@@ -18,10 +19,13 @@ import (
 
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/natsembed"
+	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/pglocal"
 	"github.com/scale-dev/scale/internal/wiring"
+	"github.com/scale-dev/scale/services/api"
 	"github.com/scale-dev/scale/services/extract"
 	"github.com/scale-dev/scale/services/ingest"
+	"github.com/scale-dev/scale/services/similarity"
 )
 
 type settings struct {
@@ -33,10 +37,12 @@ type settings struct {
 	Postgres struct {
 		URL string `conf:"mask,help:use this database instead of starting a local cluster"`
 	}
-	Storage config.S3
-	Ops     config.Ops
-	Ingest  ingest.Settings
-	Extract extract.Settings
+	Storage    config.S3
+	Ops        config.Ops
+	Ingest     ingest.Settings
+	Extract    extract.Settings
+	Similarity similarity.Settings
+	API        api.Settings
 }
 
 func main() { config.Main("scale", run) }
@@ -96,13 +102,23 @@ func run(ctx context.Context) error {
 		worker := extract.New(extract.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
 			cfg.Extract.Options())
 		g.Go(func() error { return worker.Run(gctx) })
+		sim := similarity.New(similarity.Deps{JS: infra.JS, Store: infra.Store, Log: log, Metrics: infra.Registry}, cfg.Similarity)
+		g.Go(func() error { return sim.Run(gctx) })
+		pool, err := api.OpenPool(gctx, pgURL)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		apiHandler := api.New(pool, log, infra.Registry).Handler(ops.Handler(infra.Registry, map[string]ops.Check{"postgres": pool.Ping}))
+		g.Go(func() error { return ops.Serve(gctx, cfg.API.Addr, apiHandler, log) })
+		fmt.Fprintf(os.Stderr, "scale: web page and API at http://%s/\n", cfg.API.Addr)
 		g.Go(func() error {
 			_, err := ingest.Run(gctx, ingest.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
 				ingestOpts)
 			if err != nil {
 				return err
 			}
-			return reportProgress(gctx, infra)
+			return reportProgress(gctx, infra, cfg.API.Addr)
 		})
 		return g.Wait()
 	})
@@ -110,7 +126,7 @@ func run(ctx context.Context) error {
 
 // reportProgress prints the ledger every second until no file is pending, then
 // the final accounting; the pipeline keeps running for files added later.
-func reportProgress(ctx context.Context, infra *wiring.Infra) error {
+func reportProgress(ctx context.Context, infra *wiring.Infra, apiAddr string) error {
 	start := time.Now()
 	for {
 		a, err := infra.Store.Account(ctx)
@@ -121,8 +137,8 @@ func reportProgress(ctx context.Context, infra *wiring.Infra) error {
 			return err
 		}
 		if a.Pending == 0 {
-			fmt.Fprintf(os.Stderr, "scale: all %d files finished: %d songs, %d failures (balanced: %v). Ctrl-C to stop.\n",
-				a.Discovered, a.Songs, a.Failures, a.Balanced())
+			fmt.Fprintf(os.Stderr, "scale: all %d files finished: %d songs, %d failures (balanced: %v). Browse http://%s/ — Ctrl-C to stop.\n",
+				a.Discovered, a.Songs, a.Failures, a.Balanced(), apiAddr)
 			return nil
 		}
 		fmt.Fprintf(os.Stderr, "extract: %d of %d files finished (%d songs, %d failures), %.0f s\n",

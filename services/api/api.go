@@ -1,0 +1,445 @@
+// Package api serves songs, instruments and similar songs as JSON over HTTP, an
+// OpenAPI document and a web page. It reads Postgres through a pool whose
+// sessions run as the read-only scale_reader role; every query is parameterized,
+// and bad input gets a 4xx JSON error.
+package api
+
+import (
+	"context"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scale-dev/scale/internal/gm"
+	"github.com/scale-dev/scale/internal/ops"
+	"github.com/scale-dev/scale/internal/store"
+)
+
+//go:embed web/* openapi.json
+var assets embed.FS
+
+// Settings are the API flags and SCALE_API_* variables.
+type Settings struct {
+	Addr string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
+}
+
+const (
+	defaultLimit = 20
+	maxLimit     = 100
+	maxQuery     = 200
+)
+
+// API is the HTTP handler set.
+type API struct {
+	pool     *pgxpool.Pool
+	log      *slog.Logger
+	requests *prometheus.HistogramVec
+}
+
+// OpenPool connects to url with every session as scale_reader, read-only.
+func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing database URL: %w", err)
+	}
+	cfg.MaxConns = 32
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, "SET ROLE scale_reader; SET default_transaction_read_only = on")
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating API pool: %w", err)
+	}
+	return pool, nil
+}
+
+// New returns the API over a read-only pool.
+func New(pool *pgxpool.Pool, log *slog.Logger, reg prometheus.Registerer) *API {
+	return &API{pool: pool, log: log, requests: ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "scale_api_request_duration_seconds", Help: "API requests by route and status.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	}, []string{"route", "code"}))}
+}
+
+// Handler routes the API, the OpenAPI document, the web page, and the
+// operations endpoints of opsHandler (/metrics, /healthz, /readyz).
+func (a *API) Handler(opsHandler http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz"} {
+		mux.Handle(p, opsHandler)
+	}
+	route := func(pattern string, h func(*http.Request) (any, error)) {
+		mux.HandleFunc(pattern, a.json(pattern, h))
+	}
+	route("GET /v1/instruments", a.instruments)
+	route("GET /v1/instruments/{id}/songs", a.instrumentSongs)
+	route("GET /v1/songs", a.songs)
+	route("GET /v1/songs/{id}", a.song)
+	route("GET /v1/songs/{id}/similar", a.similar)
+	route("GET /v1/", func(*http.Request) (any, error) { return nil, errNotFound("no such endpoint") })
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		data, _ := assets.ReadFile("openapi.json")
+		w.Write(data) //nolint:errcheck // client gone
+	})
+	web, _ := fs.Sub(assets, "web")
+	mux.Handle("GET /", http.FileServerFS(web))
+	return mux
+}
+
+// apiError is an error with its HTTP status.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errBadRequest(format string, args ...any) error {
+	return &apiError{http.StatusBadRequest, "bad_request", fmt.Sprintf(format, args...)}
+}
+
+func errNotFound(msg string) error { return &apiError{http.StatusNotFound, "not_found", msg} }
+
+// json runs h and writes its result or its error as JSON.
+func (a *API) json(route string, h func(*http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		status := http.StatusOK
+		defer func() {
+			if p := recover(); p != nil {
+				a.log.Error("handler panic", "route", route, "panic", p)
+				status = http.StatusInternalServerError
+				writeJSON(w, status, errorBody("internal", "internal error"))
+			}
+			a.requests.WithLabelValues(route, strconv.Itoa(status)).Observe(time.Since(start).Seconds())
+		}()
+		if !utf8.ValidString(r.URL.RawQuery) || !utf8.ValidString(r.URL.Path) {
+			status = http.StatusBadRequest
+			writeJSON(w, status, errorBody("bad_request", "the URL is not valid UTF-8"))
+			return
+		}
+		body, err := h(r)
+		var ae *apiError
+		switch {
+		case errors.As(err, &ae):
+			status = ae.status
+			writeJSON(w, status, errorBody(ae.code, ae.msg))
+		case err != nil:
+			status = http.StatusServiceUnavailable
+			a.log.Error("request failed", "route", route, "error", err)
+			writeJSON(w, status, errorBody("unavailable", "the database did not answer; try again"))
+		default:
+			writeJSON(w, status, body)
+		}
+	}
+}
+
+func errorBody(code, msg string) any {
+	return map[string]any{"error": map[string]string{"code": code, "message": msg}}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v) //nolint:errcheck // client gone
+}
+
+var songID = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+func pathSongID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !songID.MatchString(id) {
+		return "", errBadRequest("song id must be 32 lowercase hex digits")
+	}
+	return id, nil
+}
+
+func limitParam(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return defaultLimit, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, errBadRequest("limit must be an integer from 1 to %d", maxLimit)
+	}
+	return n, nil
+}
+
+func instrumentParam(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > store.DrumsInstrument {
+		return 0, errBadRequest("instrument must be an integer from 0 to %d (%d is the drums)", store.DrumsInstrument, store.DrumsInstrument)
+	}
+	return n, nil
+}
+
+// Cursors are opaque to clients: base64url of the last row's sort key.
+func encodeCursor(parts ...string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x00")))
+}
+
+func decodeCursor(r *http.Request, n int) ([]string, error) {
+	v := r.URL.Query().Get("cursor")
+	if v == "" {
+		return nil, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(v)
+	parts := strings.Split(string(raw), "\x00")
+	if err != nil || len(parts) != n || !utf8.Valid(raw) || !songID.MatchString(parts[n-1]) {
+		return nil, errBadRequest("malformed cursor")
+	}
+	return parts, nil
+}
+
+// Instrument is an instrument as the API shows it; Program is null for drums.
+type Instrument struct {
+	ID      int    `json:"id"`
+	Program *int   `json:"program"`
+	Drums   bool   `json:"drums"`
+	Name    string `json:"name"`
+	Family  string `json:"family"`
+	Songs   *int64 `json:"songs,omitempty"`
+	Notes   *int   `json:"notes,omitempty"`
+}
+
+func instrument(id int) Instrument {
+	in := Instrument{ID: id, Drums: id == store.DrumsInstrument}
+	if in.Drums {
+		in.Name, in.Family = gm.DrumsName, gm.DrumsFamily
+	} else {
+		p := id
+		in.Program = &p
+		in.Name, in.Family = gm.Name(uint8(id), false), gm.Family(uint8(id))
+	}
+	return in
+}
+
+func (a *API) instruments(r *http.Request) (any, error) {
+	rows, err := a.pool.Query(r.Context(), `SELECT i.id, count(si.song_id) FROM instruments i
+		LEFT JOIN song_instruments si ON si.instrument = i.id GROUP BY i.id ORDER BY i.id`)
+	if err != nil {
+		return nil, err
+	}
+	out := []Instrument{}
+	var id int
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+		in := instrument(id)
+		count := n
+		in.Songs = &count
+		out = append(out, in)
+		return nil
+	})
+	return map[string]any{"instruments": out}, err
+}
+
+// SongRef is a song in a list.
+type SongRef struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+type page struct {
+	Songs      []SongRef `json:"songs"`
+	NextCursor string    `json:"next_cursor,omitempty"`
+}
+
+func (a *API) instrumentSongs(r *http.Request) (any, error) {
+	inst, err := instrumentParam(r.PathValue("id"))
+	if err != nil {
+		return nil, errNotFound("no such instrument")
+	}
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := decodeCursor(r, 1)
+	if err != nil {
+		return nil, err
+	}
+	after := ""
+	if cur != nil {
+		after = cur[0]
+	}
+	rows, err := a.pool.Query(r.Context(), `SELECT s.id, s.name FROM song_instruments si JOIN songs s ON s.id = si.song_id
+		WHERE si.instrument = $1 AND si.song_id > $2 ORDER BY si.song_id LIMIT $3`, inst, after, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	p, err := collectPage(rows, limit, func(s SongRef) string { return encodeCursor(s.ID) })
+	if err != nil {
+		return nil, err
+	}
+	body := map[string]any{"instrument": instrument(inst), "songs": p.Songs}
+	if p.NextCursor != "" {
+		body["next_cursor"] = p.NextCursor
+	}
+	return body, nil
+}
+
+func collectPage(rows pgx.Rows, limit int, cursor func(SongRef) string) (page, error) {
+	p := page{Songs: []SongRef{}}
+	var s SongRef
+	_, err := pgx.ForEachRow(rows, []any{&s.ID, &s.Name}, func() error {
+		p.Songs = append(p.Songs, s)
+		return nil
+	})
+	if len(p.Songs) > limit {
+		p.Songs = p.Songs[:limit]
+		p.NextCursor = cursor(p.Songs[limit-1])
+	}
+	return p, err
+}
+
+// likePattern escapes LIKE metacharacters so that q matches literally.
+func likePattern(q string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return "%" + r.Replace(strings.ToLower(q)) + "%"
+}
+
+func (a *API) songs(r *http.Request) (any, error) {
+	q := r.URL.Query().Get("q")
+	if len(q) > maxQuery {
+		return nil, errBadRequest("q is longer than %d bytes", maxQuery)
+	}
+	inst := -1
+	if v := r.URL.Query().Get("instrument"); v != "" {
+		var err error
+		if inst, err = instrumentParam(v); err != nil {
+			return nil, err
+		}
+	}
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := decodeCursor(r, 2)
+	if err != nil {
+		return nil, err
+	}
+	afterName, afterID := "", ""
+	if cur != nil {
+		afterName, afterID = cur[0], cur[1]
+	}
+	rows, err := a.pool.Query(r.Context(), `SELECT s.id, s.name FROM songs s
+		WHERE ($1 = '' OR lower(s.name) LIKE $2)
+		  AND ($3 < 0 OR EXISTS (SELECT 1 FROM song_instruments si WHERE si.song_id = s.id AND si.instrument = $3))
+		  AND ($4 = '' OR (s.name, s.id) > ($5, $4))
+		ORDER BY s.name, s.id LIMIT $6`, q, likePattern(q), inst, afterID, afterName, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	return collectPage(rows, limit, func(s SongRef) string { return encodeCursor(s.Name, s.ID) })
+}
+
+// Song is a song with its instruments.
+type Song struct {
+	ID              string       `json:"id"`
+	Name            string       `json:"name"`
+	Source          string       `json:"source"`
+	Format          int          `json:"format"`
+	Tracks          int          `json:"tracks"`
+	TicksPerQuarter int          `json:"ticks_per_quarter"`
+	DurationSeconds float64      `json:"duration_seconds"`
+	InitialBPM      float64      `json:"initial_bpm"`
+	Instruments     []Instrument `json:"instruments"`
+}
+
+func (a *API) song(r *http.Request) (any, error) {
+	id, err := pathSongID(r)
+	if err != nil {
+		return nil, err
+	}
+	var s Song
+	err = a.pool.QueryRow(r.Context(), `SELECT id, name, source_key, smf_format, tracks, ticks_per_quarter, duration_seconds, initial_bpm
+		FROM songs WHERE id = $1`, id).Scan(&s.ID, &s.Name, &s.Source, &s.Format, &s.Tracks, &s.TicksPerQuarter, &s.DurationSeconds, &s.InitialBPM)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errNotFound("no such song")
+	}
+	if err != nil {
+		return nil, err
+	}
+	rows, err := a.pool.Query(r.Context(), "SELECT instrument, notes FROM song_instruments WHERE song_id = $1 ORDER BY instrument", id)
+	if err != nil {
+		return nil, err
+	}
+	s.Instruments = []Instrument{}
+	var inst, notes int
+	_, err = pgx.ForEachRow(rows, []any{&inst, &notes}, func() error {
+		in := instrument(inst)
+		n := notes
+		in.Notes = &n
+		s.Instruments = append(s.Instruments, in)
+		return nil
+	})
+	return s, err
+}
+
+// SimilarSong is one entry of a song's similar list.
+type SimilarSong struct {
+	Rank   int          `json:"rank"`
+	ID     string       `json:"id"`
+	Name   string       `json:"name"`
+	Score  float64      `json:"score"`
+	Shared []Instrument `json:"shared"`
+}
+
+func (a *API) similar(r *http.Request) (any, error) {
+	id, err := pathSongID(r)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := a.pool.Query(r.Context(), `SELECT ss.rank, ss.other, o.name, ss.score, ss.shared
+		FROM songs s LEFT JOIN similar_songs ss ON ss.song = s.id LEFT JOIN songs o ON o.id = ss.other
+		WHERE s.id = $1 ORDER BY ss.rank LIMIT $2`, id, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := []SimilarSong{}
+	found := false
+	var rank *int
+	var other, name *string
+	var score *float64
+	var shared []int16
+	_, err = pgx.ForEachRow(rows, []any{&rank, &other, &name, &score, &shared}, func() error {
+		found = true
+		if rank == nil {
+			return nil // the song exists and has no similar songs
+		}
+		e := SimilarSong{Rank: *rank, ID: *other, Name: *name, Score: *score, Shared: []Instrument{}}
+		for _, in := range shared {
+			e.Shared = append(e.Shared, instrument(int(in)))
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, errNotFound("no such song")
+	}
+	return map[string]any{"song": id, "similar": out}, nil
+}
