@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -130,9 +131,9 @@ func (a *API) json(route string, h func(*http.Request) (any, error)) http.Handle
 			}
 			a.requests.WithLabelValues(route, strconv.Itoa(status)).Observe(time.Since(start).Seconds())
 		}()
-		if !utf8.ValidString(r.URL.RawQuery) || !utf8.ValidString(r.URL.Path) {
+		if msg := checkURL(r); msg != "" {
 			status = http.StatusBadRequest
-			writeJSON(w, status, errorBody("bad_request", "the URL is not valid UTF-8"))
+			writeJSON(w, status, errorBody("bad_request", msg))
 			return
 		}
 		body, err := h(r)
@@ -149,6 +150,26 @@ func (a *API) json(route string, h func(*http.Request) (any, error)) http.Handle
 			writeJSON(w, status, body)
 		}
 	}
+}
+
+// checkURL rejects query strings that do not parse and any path or parameter
+// that is not valid UTF-8 (Postgres would refuse it later, as a 5xx).
+func checkURL(r *http.Request) string {
+	values, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return "malformed query string"
+	}
+	if !utf8.ValidString(r.URL.Path) {
+		return "the path is not valid UTF-8"
+	}
+	for k, vs := range values {
+		for _, v := range append(vs, k) {
+			if !utf8.ValidString(v) {
+				return "query parameter " + strconv.Quote(k) + " is not valid UTF-8"
+			}
+		}
+	}
+	return ""
 }
 
 func errorBody(code, msg string) any {

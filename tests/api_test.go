@@ -1,0 +1,268 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/ops"
+	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/testenv"
+	"github.com/scale-dev/scale/pkg/events"
+	"github.com/scale-dev/scale/services/api"
+	"github.com/scale-dev/scale/services/extract"
+	"github.com/scale-dev/scale/services/similarity"
+)
+
+// servedCorpus runs the shared corpus through ingest, extract and similarity in
+// this process and returns the pipeline and an API server over its database.
+func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
+	t.Helper()
+	root := testenv.SharedCorpus(t)
+	rels, err := corpus.Files(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.NATS(t)
+	p := newPipeline(t, srv.ClientURL())
+	p.ingest(root)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w := extract.New(extract.Deps{JS: p.js, Store: p.store, Objects: p.objects, Log: p.log, Metrics: prometheus.NewRegistry()},
+		extract.Options{Concurrency: 4, FetchBatch: 32})
+	go w.Run(ctx) //nolint:errcheck // stopped by cancel
+	sim := similarity.New(similarity.Deps{JS: p.js, Store: p.store, Log: p.log, Metrics: prometheus.NewRegistry()},
+		similarity.Settings{K: 10, MinInstruments: 3})
+	go sim.Run(ctx) //nolint:errcheck // stopped by cancel
+	p.waitFor("every file finished", time.Minute, func(a store.Accounting) bool { return a.Discovered == int64(len(rels)) && a.Pending == 0 })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := p.js.Consumer(ctx, events.StreamOutcomes, events.ConsumerSimilarity)
+		if err == nil {
+			if info, err := c.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("similarity did not catch up within a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pool, err := api.OpenPool(ctx, p.pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	reg := ops.NewRegistry()
+	server := httptest.NewServer(api.New(pool, p.log, reg).Handler(ops.Handler(reg, nil)))
+	t.Cleanup(server.Close)
+	return p, server
+}
+
+// bruteForceTop10 recomputes every top-10 from song_instruments with float
+// Jaccard and the documented tie-breaks (score, shared count, id).
+func bruteForceTop10(t *testing.T, p *pipeline) map[string][]string {
+	t.Helper()
+	rows, err := p.store.Pool.Query(context.Background(), "SELECT song_id, instrument FROM song_instruments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := map[string]map[int]bool{}
+	for rows.Next() {
+		var id string
+		var inst int
+		if err := rows.Scan(&id, &inst); err != nil {
+			t.Fatal(err)
+		}
+		if sets[id] == nil {
+			sets[id] = map[int]bool{}
+		}
+		sets[id][inst] = true
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	type cand struct {
+		id     string
+		score  float64
+		shared int
+	}
+	out := map[string][]string{}
+	for a, sa := range sets {
+		if len(sa) < 3 {
+			continue
+		}
+		var cs []cand
+		for b, sb := range sets {
+			if a == b || len(sb) < 3 {
+				continue
+			}
+			inter := 0
+			for f := range sa {
+				if sb[f] {
+					inter++
+				}
+			}
+			if inter > 0 {
+				cs = append(cs, cand{b, float64(inter) / float64(len(sa)+len(sb)-inter), inter})
+			}
+		}
+		sort.Slice(cs, func(i, j int) bool {
+			if cs[i].score != cs[j].score {
+				return cs[i].score > cs[j].score
+			}
+			if cs[i].shared != cs[j].shared {
+				return cs[i].shared > cs[j].shared
+			}
+			return cs[i].id < cs[j].id
+		})
+		ids := []string{}
+		for _, c := range cs[:min(10, len(cs))] {
+			ids = append(ids, c.id)
+		}
+		out[a] = ids
+	}
+	return out
+}
+
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s: Content-Type %q, want application/json", url, ct)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("%s: %v in %s", url, err, body)
+	}
+	return resp.StatusCode
+}
+
+// TestSimilarEqualsBruteForce: after the shared corpus is in, every song's
+// /v1/songs/{id}/similar is exactly the brute-force top-10 over the database,
+// and a full rebuild gives the same lists as the incremental updates did.
+func TestSimilarEqualsBruteForce(t *testing.T) {
+	p, server := servedCorpus(t)
+	want := bruteForceTop10(t, p)
+	if len(want) < 100 {
+		t.Fatalf("only %d songs take part; the corpus should give hundreds", len(want))
+	}
+	check := func(stage string) {
+		for id, ids := range want {
+			var body struct {
+				Similar []struct {
+					ID     string
+					Score  float64
+					Shared []struct{ ID int }
+				}
+			}
+			if code := getJSON(t, server.URL+"/v1/songs/"+id+"/similar?limit=10", &body); code != 200 {
+				t.Fatalf("%s: similar of %s: status %d", stage, id, code)
+			}
+			got := []string{}
+			for _, s := range body.Similar {
+				got = append(got, s.ID)
+				if s.Score <= 0 || s.Score > 1 || len(s.Shared) == 0 {
+					t.Errorf("%s: %s → %s: score %v with %d shared", stage, id, s.ID, s.Score, len(s.Shared))
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(ids) {
+				t.Fatalf("%s: similar of %s = %v, brute force %v", stage, id, got, ids)
+			}
+		}
+	}
+	check("incremental")
+	sim := similarity.New(similarity.Deps{Store: p.store, Log: p.log, Metrics: prometheus.NewRegistry()}, similarity.Settings{K: 10, MinInstruments: 3})
+	if err := sim.Rebuild(context.Background(), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	check("rebuild")
+}
+
+// TestAPIBadInput: bad input gets a 4xx JSON error, never a 500.
+func TestAPIBadInput(t *testing.T) {
+	p, server := servedCorpus(t)
+	var some struct{ Songs []struct{ ID string } }
+	getJSON(t, server.URL+"/v1/songs?limit=1", &some)
+	if len(some.Songs) != 1 {
+		t.Fatal("no song to test with")
+	}
+	id := some.Songs[0].ID
+	tests := []struct {
+		path   string
+		status int
+	}{
+		{"/v1/songs/ffffffffffffffffffffffffffffffff", 404},
+		{"/v1/songs/ffffffffffffffffffffffffffffffff/similar", 404},
+		{"/v1/songs/not-an-id", 400},
+		{"/v1/songs/" + url.PathEscape("' OR 1=1 --"), 400},
+		{"/v1/songs/" + id + "/similar?limit=0", 400},
+		{"/v1/songs/" + id + "/similar?limit=101", 400},
+		{"/v1/songs/" + id + "/similar?limit=99999999999999999999", 400},
+		{"/v1/songs/" + id + "/similar?limit=ten", 400},
+		{"/v1/songs?cursor=%%%", 400},
+		{"/v1/songs?cursor=bm90LWEtY3Vyc29y", 400},
+		{"/v1/instruments/33/songs?cursor=" + url.QueryEscape("ab$"), 400},
+		{"/v1/instruments/129/songs", 404},
+		{"/v1/instruments/-1/songs", 404},
+		{"/v1/instruments/drop/songs", 404},
+		{"/v1/songs?instrument=300", 400},
+		{"/v1/songs?q=%ff%fe", 400},
+		{"/v1/songs?q=" + url.QueryEscape(string(make([]byte, 300))), 400},
+		{"/v1/nothing-here", 404},
+		{"/v1/songs?q=" + url.QueryEscape("%' OR '1'='1"), 200},
+		{"/v1/songs/" + id, 200},
+	}
+	for _, tt := range tests {
+		var body map[string]any
+		code := getJSON(t, server.URL+tt.path, &body)
+		if code != tt.status {
+			t.Errorf("GET %s: status %d, want %d (%v)", tt.path, code, tt.status, body)
+		}
+		if code >= 400 && body["error"] == nil {
+			t.Errorf("GET %s: no error object in %v", tt.path, body)
+		}
+	}
+	// A metacharacter search matches literally: nothing here has that name.
+	var res struct{ Songs []any }
+	getJSON(t, server.URL+"/v1/songs?q="+url.QueryEscape("%' OR '1'='1"), &res)
+	if len(res.Songs) != 0 {
+		t.Errorf("a literal metacharacter search matched %d songs", len(res.Songs))
+	}
+	// Paging walks every song exactly once.
+	seen, cursor := map[string]bool{}, ""
+	for {
+		var pg struct {
+			Songs      []struct{ ID string }
+			NextCursor string `json:"next_cursor"`
+		}
+		getJSON(t, server.URL+"/v1/songs?limit=37&cursor="+cursor, &pg)
+		for _, s := range pg.Songs {
+			if seen[s.ID] {
+				t.Fatalf("song %s listed twice while paging", s.ID)
+			}
+			seen[s.ID] = true
+		}
+		if pg.NextCursor == "" {
+			break
+		}
+		cursor = pg.NextCursor
+	}
+	if a := p.account(); int64(len(seen)) != a.Songs {
+		t.Errorf("paging saw %d songs, the database has %d", len(seen), a.Songs)
+	}
+}
