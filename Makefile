@@ -5,7 +5,7 @@ GO       ?= go
 FUZZTIME ?= 30s
 MODULES  := ./... ./services/chaos-runner/...
 
-.PHONY: build test vet lint fuzz run bench
+.PHONY: build test vet lint fuzz run bench bench-lakh
 
 build:
 	$(GO) build $(MODULES)
@@ -28,3 +28,8 @@ run:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -cpu 1 ./internal/midiparse
+
+# Lakh size: 176,581 synthetic songs in a throwaway Postgres, similarity rebuild,
+# then /v1/songs/{id}/similar under load (a few minutes).
+bench-lakh:
+	$(GO) run ./cmd/simbench $(ARGS)

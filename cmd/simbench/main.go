@@ -1,0 +1,151 @@
+// Command simbench measures similarity and the API at Lakh size: it starts a
+// throwaway Postgres cluster, writes synthetic songs (statistics of the shared
+// corpus, seeded), times `similarity rebuild`, then loads
+// /v1/songs/{id}/similar with vegeta: closed loop with N concurrent clients,
+// and open loop at a fixed rate with up to N in flight.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/scale-dev/scale/internal/config"
+	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/ops"
+	"github.com/scale-dev/scale/internal/pglocal"
+	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/synth"
+	"github.com/scale-dev/scale/services/api"
+	"github.com/scale-dev/scale/services/similarity"
+)
+
+func main() { config.Main("simbench", run) }
+
+func run(ctx context.Context) error {
+	songs := flag.Int("songs", 176_581, "synthetic songs (176,581 is the Lakh MIDI Dataset)")
+	seed := flag.Uint64("seed", 1, "generator seed")
+	clients := flag.Int("clients", 500, "concurrent clients of the load test")
+	rate := flag.Int("rate", 2000, "requests per second of the open-loop run")
+	duration := flag.Duration("duration", 20*time.Second, "length of each load run")
+	flag.Parse()
+	log := config.Ops{LogLevel: "warn"}.Logger("simbench")
+	say := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+	say("simbench: %d songs, seed %d, GOMAXPROCS %d, %s", *songs, *seed, runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
+
+	dir, err := os.MkdirTemp("", "simbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cluster, err := pglocal.Start(ctx, dir, pglocal.Options{Durable: true})
+	if err != nil {
+		return err
+	}
+	defer cluster.Stop() //nolint:errcheck // teardown
+	st, err := store.Open(ctx, cluster.URL("postgres"), 30*time.Second)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	root, err := corpus.SharedDir()
+	if err != nil {
+		return err
+	}
+	files, err := corpus.Files(root)
+	if err != nil {
+		return err
+	}
+	stats, err := synth.Measure(root, files)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	ids, err := writeSongs(ctx, st, synth.NewGenerator(stats, *seed), *songs)
+	if err != nil {
+		return err
+	}
+	say("wrote %d songs in %.1f s", len(ids), time.Since(start).Seconds())
+
+	start = time.Now()
+	sim := similarity.New(similarity.Deps{Store: st, Log: log, Metrics: ops.NewRegistry()}, similarity.Settings{K: 10, MinInstruments: 3})
+	if err := sim.Rebuild(ctx, os.Stdout); err != nil {
+		return err
+	}
+	say("RESULT similarity rebuild: %.1f s for %d songs", time.Since(start).Seconds(), len(ids))
+
+	pool, err := api.OpenPool(ctx, cluster.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	reg := ops.NewRegistry()
+	srv := &http.Server{Handler: api.New(pool, log, reg).Handler(ops.Handler(reg, nil)), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l) //nolint:errcheck // closed below
+	defer srv.Close()
+	base := "http://" + l.Addr().String()
+
+	r := rand.New(rand.NewPCG(*seed, 2))
+	targeter := func(t *vegeta.Target) error {
+		t.Method = "GET"
+		t.URL = base + "/v1/songs/" + ids[r.IntN(len(ids))] + "/similar?limit=10"
+		return nil
+	}
+	attack := func(name string, pacer vegeta.Pacer) {
+		atk := vegeta.NewAttacker(vegeta.Workers(uint64(*clients)), vegeta.MaxWorkers(uint64(*clients)),
+			vegeta.Connections(*clients), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
+		var m vegeta.Metrics
+		for res := range atk.Attack(targeter, pacer, *duration, name) {
+			m.Add(res)
+		}
+		m.Close()
+		say("RESULT %s: %d requests, %.0f req/s, success %.4f, p50 %v, p95 %v, p99 %v, max %v, codes %v",
+			name, m.Requests, m.Throughput, m.Success, m.Latencies.P50.Round(time.Microsecond), m.Latencies.P95.Round(time.Microsecond),
+			m.Latencies.P99.Round(time.Microsecond), m.Latencies.Max.Round(time.Microsecond), m.StatusCodes)
+	}
+	attack(fmt.Sprintf("closed loop, %d concurrent clients", *clients), vegeta.ConstantPacer{})
+	attack(fmt.Sprintf("open loop, %d req/s, up to %d in flight", *rate, *clients), vegeta.ConstantPacer{Freq: *rate, Per: time.Second})
+	return nil
+}
+
+// writeSongs stores n generated songs with COPY and returns their ids.
+func writeSongs(ctx context.Context, st *store.Store, g *synth.Generator, n int) ([]string, error) {
+	ids := make([]string, 0, n)
+	var songRows, instRows [][]any
+	for range n {
+		s := g.Next()
+		ids = append(ids, s.ID)
+		songRows = append(songRows, []any{s.ID, s.Name, "synthetic://" + s.ID, int32(1), int32(len(s.Instruments) + 1), int32(480), 180.0, 120.0})
+		for _, in := range s.Instruments {
+			instRows = append(instRows, []any{s.ID, int16(in), int32(100)})
+		}
+	}
+	err := pgx.BeginFunc(ctx, st.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"songs"}, []string{"id", "name", "source_key", "smf_format", "tracks", "ticks_per_quarter", "duration_seconds", "initial_bpm"}, pgx.CopyFromRows(songRows)); err != nil {
+			return err
+		}
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"song_instruments"}, []string{"song_id", "instrument", "notes"}, pgx.CopyFromRows(instRows))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("writing synthetic songs: %w", err)
+	}
+	if _, err := st.Pool.Exec(ctx, "ANALYZE"); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
