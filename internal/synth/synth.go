@@ -17,8 +17,8 @@ import (
 // Stats are the measured distributions.
 type Stats struct {
 	Songs         int
-	SetSizes      []int     // SetSizes[k]: songs with k melodic programs (k ≥ 1)
-	DrumShare     float64   // share of songs with drums
+	SetSizes      []int   // SetSizes[k]: songs with k melodic programs (k ≥ 1)
+	DrumShare     float64 // share of songs with drums
 	ProgramWeight [128]float64
 }
 

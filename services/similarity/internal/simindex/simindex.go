@@ -126,17 +126,10 @@ func (t *topList) offer(n Neighbor) {
 // TopK computes song i's list by comparing it with every indexed song.
 func (ix *Index) TopK(i int32) []Neighbor {
 	t := topList{ix: ix, cap: ix.K}
-	a := ix.Sets[i]
-	la := a.Len()
-	for j, b := range ix.Sets {
-		if int32(j) == i {
-			continue
+	for j := range ix.Sets {
+		if n, ok := ix.Neighbor(i, int32(j)); ok && int32(j) != i {
+			t.offer(n)
 		}
-		s := interLen(a, b)
-		if s == 0 {
-			continue
-		}
-		t.offer(Neighbor{Song: int32(j), Shared: uint8(s), Union: uint8(la + b.Len() - s)})
 	}
 	return t.list
 }
