@@ -3,9 +3,12 @@
 #   make test   every test (Postgres, NATS and S3 tests run for real), plus a short fuzz run
 GO       ?= go
 FUZZTIME ?= 30s
+N        ?= 1000
+DIR      ?= corpus
+SEED     ?= 1
 MODULES  := ./... ./services/chaos-runner/...
 
-.PHONY: build test vet lint fuzz run bench bench-lakh
+.PHONY: build test vet lint fuzz run bench bench-lakh corpus
 
 build:
 	$(GO) build $(MODULES)
@@ -33,3 +36,7 @@ bench:
 # then /v1/songs/{id}/similar under load (a few minutes).
 bench-lakh:
 	$(GO) run ./cmd/simbench $(ARGS)
+
+# A synthetic corpus of real MIDI files: make corpus N=176581 DIR=/tmp/lakh SEED=1
+corpus:
+	$(GO) run ./cmd/synth -n $(N) -dir $(DIR) -seed $(SEED)

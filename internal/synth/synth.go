@@ -20,6 +20,9 @@ type Stats struct {
 	SetSizes      []int   // SetSizes[k]: songs with k melodic programs (k ≥ 1)
 	DrumShare     float64 // share of songs with drums
 	ProgramWeight [128]float64
+	Sizes         []int // bytes of each usable file
+	Formats       []int // SMF format of each
+	PPQs          []int // ticks per quarter note of each metric-timed file
 }
 
 // Measure parses every file and collects the statistics of those that parse
@@ -47,6 +50,11 @@ func Measure(root string, files []string) (Stats, error) {
 		}
 		if melodic == 0 || melodic > 40 { // test files listing every program say nothing of songs
 			continue
+		}
+		st.Sizes = append(st.Sizes, len(data))
+		st.Formats = append(st.Formats, p.Format)
+		if p.TicksPerQuarter > 0 {
+			st.PPQs = append(st.PPQs, p.TicksPerQuarter)
 		}
 		for len(st.SetSizes) <= melodic {
 			st.SetSizes = append(st.SetSizes, 0)
