@@ -8,7 +8,7 @@ DIR      ?= corpus
 SEED     ?= 1
 MODULES  := ./... ./services/chaos-runner/...
 
-.PHONY: build test vet lint fuzz run bench bench-lakh corpus
+.PHONY: build test vet lint fuzz run bench bench-lakh bench-pipeline corpus
 
 build:
 	$(GO) build $(MODULES)
@@ -40,3 +40,8 @@ bench-lakh:
 # A synthetic corpus of real MIDI files: make corpus N=176581 DIR=/tmp/lakh SEED=1
 corpus:
 	$(GO) run ./cmd/synth -n $(N) -dir $(DIR) -seed $(SEED)
+
+# The real pipeline (ingest, N extract processes, similarity) over a corpus folder:
+# make corpus N=20000 DIR=/tmp/c && make bench-pipeline DIR=/tmp/c ARGS="-workers 1,2,4"
+bench-pipeline:
+	$(GO) run ./cmd/pipebench -dir $(DIR) $(ARGS)
