@@ -139,21 +139,37 @@ type DiscoveredFile struct {
 	Name      string
 }
 
-// RecordDiscovered inserts f unless its source is known already, and returns
-// the file's status: "pending" means it still needs extracting (new, or found
-// before but never finished), so ingest publishes it.
-func (s *Store) RecordDiscovered(ctx context.Context, f DiscoveredFile) (status string, err error) {
-	err = s.Pool.QueryRow(ctx, `
-		WITH ins AS (
-			INSERT INTO discovered_files (source_key, md5, size, name) VALUES ($1, NULLIF($2, ''), $3, $4)
-			ON CONFLICT (source_key) DO NOTHING RETURNING status)
-		SELECT status FROM ins
-		UNION ALL SELECT status FROM discovered_files WHERE source_key = $1
-		LIMIT 1`, f.SourceKey, f.MD5, f.Size, f.Name).Scan(&status)
-	if err != nil {
-		return "", fmt.Errorf("recording discovery of %s: %w", f.SourceKey, err)
+// RecordDiscovered inserts the files whose source is not known yet, in one
+// statement, and returns each file's status in order: "pending" means it still
+// needs extracting (new, or found before but never finished), so ingest
+// publishes it.
+func (s *Store) RecordDiscovered(ctx context.Context, files []DiscoveredFile) ([]string, error) {
+	keys, md5s, names := make([]string, len(files)), make([]string, len(files)), make([]string, len(files))
+	sizes := make([]int64, len(files))
+	for i, f := range files {
+		keys[i], md5s[i], sizes[i], names[i] = f.SourceKey, f.MD5, f.Size, f.Name
 	}
-	return status, nil
+	// The outer query does not see the CTE's inserts (one snapshot): new rows get
+	// their status from ins, known ones from discovered_files.
+	rows, err := s.Pool.Query(ctx, `
+		WITH input AS (
+			SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS u(source_key, md5, size, name, ord)),
+		ins AS (
+			INSERT INTO discovered_files (source_key, md5, size, name)
+			SELECT source_key, NULLIF(md5, ''), size, name FROM input ORDER BY ord
+			ON CONFLICT (source_key) DO NOTHING RETURNING source_key, status)
+		SELECT COALESCE(ins.status, d.status) FROM input i
+		LEFT JOIN ins ON ins.source_key = i.source_key
+		LEFT JOIN discovered_files d ON d.source_key = i.source_key
+		ORDER BY i.ord`, keys, md5s, sizes, names)
+	if err != nil {
+		return nil, fmt.Errorf("recording %d discoveries: %w", len(files), err)
+	}
+	statuses, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("recording %d discoveries: %w", len(files), err)
+	}
+	return statuses, nil
 }
 
 // Song is an extracted song.

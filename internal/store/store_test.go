@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -38,11 +39,14 @@ func TestLedgerIsIdempotent(t *testing.T) {
 		{SourceKey: "s3://b/copy.mid", Size: 10, Name: "copy"},
 		{SourceKey: "s3://b/bad.mid", Size: 3, Name: "bad"},
 	}
-	for _, f := range files {
-		for range 2 {
-			status, err := s.RecordDiscovered(ctx, f)
-			if err != nil || status != "pending" {
-				t.Fatalf("RecordDiscovered(%s) = %q, %v; want pending", f.SourceKey, status, err)
+	for range 2 {
+		statuses, err := s.RecordDiscovered(ctx, files)
+		if err != nil || len(statuses) != len(files) {
+			t.Fatalf("RecordDiscovered = %v, %v", statuses, err)
+		}
+		for i, st := range statuses {
+			if st != "pending" {
+				t.Errorf("%s: status %q, want pending", files[i].SourceKey, st)
 			}
 		}
 	}
@@ -70,8 +74,10 @@ func TestLedgerIsIdempotent(t *testing.T) {
 	if a != want || !a.Balanced() {
 		t.Errorf("accounting %+v, want %+v", a, want)
 	}
-	if status, _ := s.RecordDiscovered(ctx, files[0]); status != "done" {
-		t.Errorf("re-discovered finished file has status %q, want done", status)
+	newFile := store.DiscoveredFile{SourceKey: "s3://b/new.mid", Size: 1, Name: "new"}
+	statuses, err := s.RecordDiscovered(ctx, []store.DiscoveredFile{files[2], newFile, files[0]})
+	if err != nil || fmt.Sprint(statuses) != "[failed pending done]" {
+		t.Errorf("mixed batch statuses %v (%v), want [failed pending done]", statuses, err)
 	}
 	var instruments, attempts int
 	s.Pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM song_instruments), (SELECT attempts FROM failures)").Scan(&instruments, &attempts) //nolint:errcheck

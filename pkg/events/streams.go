@@ -105,3 +105,30 @@ func SimilarityConsumer() jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 }
+
+// PublishBatch publishes events without waiting for each acknowledgement in
+// turn, then waits for all of them; it fails if any publication failed.
+func PublishBatch[E Event](ctx context.Context, js jetstream.JetStream, subject string, evs []E) error {
+	acks := make([]jetstream.PubAckFuture, 0, len(evs))
+	for _, e := range evs {
+		data, err := Encode(e)
+		if err != nil {
+			return fmt.Errorf("encoding %s: %w", subject, err)
+		}
+		ack, err := js.PublishAsync(subject, data, jetstream.WithMsgID(e.MsgID()))
+		if err != nil {
+			return fmt.Errorf("publishing %s: %w", subject, err)
+		}
+		acks = append(acks, ack)
+	}
+	for _, ack := range acks {
+		select {
+		case <-ack.Ok():
+		case err := <-ack.Err():
+			return fmt.Errorf("publishing %s: %w", subject, err)
+		case <-ctx.Done():
+			return fmt.Errorf("publishing %s: %w", subject, ctx.Err())
+		}
+	}
+	return nil
+}

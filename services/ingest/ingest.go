@@ -78,6 +78,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 }
 
+// batchSize is how many listed files are recorded and published together.
+const batchSize = 500
+
 // Run lists opts.Source once and returns what it did.
 func Run(ctx context.Context, d Deps, opts Options) (Result, error) {
 	var res Result
@@ -95,29 +98,48 @@ func Run(ctx context.Context, d Deps, opts Options) (Result, error) {
 		fmt.Fprintf(opts.Progress, "ingest: %d listed, %d published, %d already finished (%.0f files/s)\n",
 			res.Listed, res.Published, res.Finished, float64(res.Listed)/time.Since(start).Seconds())
 	}
-	err = d.Objects.List(ctx, opts.Source, func(o objstore.Object) error {
-		res.Listed++
-		m.listed.Inc()
-		name := songName(o, names)
-		status, err := d.Store.RecordDiscovered(ctx, store.DiscoveredFile{SourceKey: o.URL, MD5: o.MD5, Size: o.Size, Name: name})
+	// Files are recorded and published a batch at a time: one statement for the
+	// batch's rows, and publications that wait for their acknowledgements
+	// together (see docs/benchmarks.md for the effect).
+	batch := make([]store.DiscoveredFile, 0, batchSize)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		statuses, err := d.Store.RecordDiscovered(ctx, batch)
 		if err != nil {
 			return err
 		}
-		if status != "pending" {
-			res.Finished++
-			m.skipped.Inc()
-			report(false)
-			return nil
+		var pending []events.Discovered
+		for i, f := range batch {
+			if statuses[i] != "pending" {
+				res.Finished++
+				m.skipped.Inc()
+				continue
+			}
+			pending = append(pending, events.Discovered{Source: f.SourceKey, MD5: f.MD5, Size: f.Size, Name: f.Name, At: time.Now().UTC()})
 		}
-		ev := events.Discovered{Source: o.URL, MD5: o.MD5, Size: o.Size, Name: name, At: time.Now().UTC()}
-		if err := events.Publish(ctx, d.JS, events.SubjectDiscovered, ev); err != nil {
+		if err := events.PublishBatch(ctx, d.JS, events.SubjectDiscovered, pending); err != nil {
 			return err
 		}
-		res.Published++
-		m.published.Inc()
+		res.Published += len(pending)
+		m.published.Add(float64(len(pending)))
+		batch = batch[:0]
 		report(false)
 		return nil
+	}
+	err = d.Objects.List(ctx, opts.Source, func(o objstore.Object) error {
+		res.Listed++
+		m.listed.Inc()
+		batch = append(batch, store.DiscoveredFile{SourceKey: o.URL, MD5: o.MD5, Size: o.Size, Name: songName(o, names)})
+		if len(batch) == batchSize {
+			return flush()
+		}
+		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
 	report(true)
 	if err != nil {
 		return res, fmt.Errorf("ingesting %s: %w", opts.Source, err)
