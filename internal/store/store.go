@@ -186,31 +186,6 @@ type Song struct {
 	DiscoveredSize  int64
 }
 
-// SaveSong stores the song and its instruments and marks its discovered file
-// done, in one transaction. It is idempotent: a redelivered file changes nothing.
-func (s *Store) SaveSong(ctx context.Context, song Song) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO songs
-			(id, name, source_key, smf_format, tracks, ticks_per_quarter, duration_seconds, initial_bpm)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
-			song.ID, song.Name, song.SourceKey, song.Format, song.Tracks, song.TicksPerQuarter, song.DurationSeconds, song.InitialBPM)
-		if err != nil {
-			return fmt.Errorf("saving song %s: %w", song.ID, err)
-		}
-		if tag.RowsAffected() == 1 {
-			ids, notes := make([]int16, 0, len(song.InstrumentNotes)), make([]int32, 0, len(song.InstrumentNotes))
-			for id, n := range song.InstrumentNotes {
-				ids, notes = append(ids, int16(id)), append(notes, int32(n))
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO song_instruments (song_id, instrument, notes)
-				SELECT $1, i, n FROM unnest($2::smallint[], $3::integer[]) AS u(i, n)`, song.ID, ids, notes); err != nil {
-				return fmt.Errorf("saving instruments of %s: %w", song.ID, err)
-			}
-		}
-		return finish(ctx, tx, song.SourceKey, song.ID, song.DiscoveredSize, song.Name, "done", song.ID)
-	})
-}
-
 // Failure is a file that cannot become a song.
 type Failure struct {
 	SourceKey string
@@ -221,36 +196,46 @@ type Failure struct {
 	Attempts  int
 }
 
-// SaveFailure records the failure and marks its discovered file failed, in one
-// transaction; a repeat only updates the reason and attempts.
-func (s *Store) SaveFailure(ctx context.Context, f Failure) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		if err := finish(ctx, tx, f.SourceKey, f.MD5, f.Size, f.Name, "failed", ""); err != nil {
-			return err
+// SaveOutcomes stores songs (with their instruments) and failures, and marks
+// their discovered files done or failed, all in one transaction sent in one
+// round trip. It is idempotent: a redelivered file changes nothing but a
+// failure's attempts.
+func (s *Store) SaveOutcomes(ctx context.Context, songs []Song, failures []Failure) error {
+	var b pgx.Batch
+	for _, song := range songs {
+		b.Queue(`INSERT INTO songs (id, name, source_key, smf_format, tracks, ticks_per_quarter, duration_seconds, initial_bpm)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
+			song.ID, song.Name, song.SourceKey, song.Format, song.Tracks, song.TicksPerQuarter, song.DurationSeconds, song.InitialBPM)
+		ids, notes := make([]int16, 0, len(song.InstrumentNotes)), make([]int32, 0, len(song.InstrumentNotes))
+		for id, n := range song.InstrumentNotes {
+			ids, notes = append(ids, int16(id)), append(notes, int32(n))
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO failures (source_key, md5, reason, attempts) VALUES ($1, NULLIF($2, ''), $3, $4)
+		b.Queue(`INSERT INTO song_instruments (song_id, instrument, notes)
+			SELECT $1, i, n FROM unnest($2::smallint[], $3::integer[]) AS u(i, n) ON CONFLICT DO NOTHING`, song.ID, ids, notes)
+		queueFinish(&b, song.SourceKey, song.ID, song.DiscoveredSize, song.Name, "done", song.ID)
+	}
+	for _, f := range failures {
+		queueFinish(&b, f.SourceKey, f.MD5, f.Size, f.Name, "failed", "")
+		b.Queue(`INSERT INTO failures (source_key, md5, reason, attempts) VALUES ($1, NULLIF($2, ''), $3, $4)
 			ON CONFLICT (source_key) DO UPDATE SET reason = EXCLUDED.reason,
 				attempts = GREATEST(failures.attempts, EXCLUDED.attempts), md5 = EXCLUDED.md5`,
 			f.SourceKey, f.MD5, f.Reason, f.Attempts)
-		if err != nil {
-			return fmt.Errorf("saving failure of %s: %w", f.SourceKey, err)
-		}
-		return nil
-	})
+	}
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
+	if err != nil {
+		return fmt.Errorf("saving %d songs and %d failures: %w", len(songs), len(failures), err)
+	}
+	return nil
 }
 
-// finish sets the final status of a discovered file, inserting the row if ingest's
-// record is missing (so the accounting holds whatever the order of events).
-func finish(ctx context.Context, tx pgx.Tx, source, md5 string, size int64, name, status, songID string) error {
-	_, err := tx.Exec(ctx, `INSERT INTO discovered_files (source_key, md5, size, name, status, song_id, finished_at)
+// queueFinish sets the final status of a discovered file, inserting the row if
+// ingest's record is missing (so the accounting holds whatever the order of events).
+func queueFinish(b *pgx.Batch, source, md5 string, size int64, name, status, songID string) {
+	b.Queue(`INSERT INTO discovered_files (source_key, md5, size, name, status, song_id, finished_at)
 		VALUES ($1, NULLIF($2, ''), $3, $4, $5, NULLIF($6, ''), now())
 		ON CONFLICT (source_key) DO UPDATE SET status = EXCLUDED.status, song_id = EXCLUDED.song_id,
 			md5 = COALESCE(EXCLUDED.md5, discovered_files.md5), finished_at = now()`,
 		source, md5, size, name, status, songID)
-	if err != nil {
-		return fmt.Errorf("marking %s %s: %w", source, status, err)
-	}
-	return nil
 }
 
 // Accounting is the pipeline's ledger.

@@ -1,6 +1,7 @@
-// Package extract is the extract worker: it takes midi.discovered events from the
-// shared durable consumer, fetches each file, computes its instrument profile,
-// and stores the song (or the failure) in one transaction before acknowledging.
+// Package extract is the extract worker: it fetches batches of midi.discovered
+// events from the shared durable consumer, fetches each file, computes its
+// instrument profile, and stores the batch's songs and failures in one
+// transaction before publishing their events and acknowledging.
 //
 // Outcomes per message:
 //   - parsed: song saved, midi.extracted published, Ack;
@@ -31,8 +32,8 @@ import (
 
 // Settings are the extract flags and SCALE_EXTRACT_* variables.
 type Settings struct {
-	Concurrency int           `conf:"default:4,help:files processed at once by this process"`
-	FetchBatch  int           `conf:"default:32,help:messages pulled per request"`
+	Concurrency int           `conf:"default:4,help:batches handled at once by this process"`
+	FetchBatch  int           `conf:"default:32,help:messages per batch: fetched together and stored in one transaction"`
 	AckWait     time.Duration `conf:"default:30s,help:how long a crashed worker holds a file before redelivery"`
 }
 
@@ -43,8 +44,8 @@ func (s Settings) Options() Options {
 
 // Options size a worker.
 type Options struct {
-	Concurrency int           // files processed at once
-	FetchBatch  int           // messages pulled per request
+	Concurrency int           // batches handled at once (each a fetch loop)
+	FetchBatch  int           // messages fetched, and stored in one transaction, per batch
 	AckWait     time.Duration // how long a crashed worker holds a file (default 30 s)
 }
 
@@ -80,7 +81,7 @@ func New(d Deps, opts Options) *Worker {
 			Name: "scale_extract_messages_total", Help: "midi.discovered messages handled, by outcome (song, failed, retry, poison).",
 		}, []string{"outcome"})),
 		duration: ops.Register(d.Metrics, prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "scale_extract_duration_seconds", Help: "Time to handle one file: fetch, parse, store, publish.",
+			Name: "scale_extract_duration_seconds", Help: "Time to handle one file in its batch: fetch, parse, store, publish, settle.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		})),
 		inFlight: ops.Register(d.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
@@ -89,106 +90,147 @@ func New(d Deps, opts Options) *Worker {
 	}
 }
 
-// Run consumes until ctx ends, then stops pulling, finishes the files in hand
-// (and those already pulled) and returns.
+// Run consumes until ctx ends: Concurrency loops each fetch up to FetchBatch
+// messages and handle them as one batch. When ctx ends, no loop fetches again;
+// the batches in hand are finished, then Run returns.
 func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.d.JS.CreateOrUpdateConsumer(ctx, events.StreamDiscovered, events.ExtractConsumer(w.opts.AckWait))
 	if err != nil {
 		return fmt.Errorf("creating consumer %s: %w", events.ConsumerExtract, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(w.opts.FetchBatch))
-	if err != nil {
-		return fmt.Errorf("pulling from %s: %w", events.ConsumerExtract, err)
-	}
-	stopped := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			it.Drain() // no more pulls; Next returns what is buffered, then ErrMsgIteratorClosed
-		case <-stopped:
-		}
-	}()
-	defer close(stopped)
-	// In-flight work finishes even after ctx ends: that is the graceful part.
-	workCtx := context.WithoutCancel(ctx)
-	slots := make(chan struct{}, w.opts.Concurrency)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	w.d.Log.Info("extract worker started", "concurrency", w.opts.Concurrency, "fetch_batch", w.opts.FetchBatch)
-	for {
-		msg, err := it.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			w.d.Log.Info("extract worker draining")
-			return nil
-		}
-		if err != nil {
-			w.d.Log.Warn("pulling messages", "error", err)
-			continue
-		}
-		slots <- struct{}{}
+	var wg sync.WaitGroup
+	for range w.opts.Concurrency {
 		wg.Add(1)
 		go func() {
-			defer func() { <-slots; wg.Done() }()
-			w.Handle(workCtx, msg)
+			defer wg.Done()
+			w.loop(ctx, cons)
 		}()
 	}
+	wg.Wait()
+	w.d.Log.Info("extract worker drained")
+	return nil
 }
 
-// Handle processes one message and settles it (Ack, Term or Nak).
-func (w *Worker) Handle(ctx context.Context, msg jetstream.Msg) {
-	w.inFlight.Inc()
-	defer w.inFlight.Dec()
+func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
+	// In-flight work finishes even after ctx ends: that is the graceful part.
+	workCtx := context.WithoutCancel(ctx)
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(w.opts.FetchBatch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			w.d.Log.Warn("fetching messages", "error", err)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for msg := range batch.Messages() {
+			msgs = append(msgs, msg)
+		}
+		if len(msgs) > 0 {
+			w.HandleBatch(workCtx, msgs)
+		}
+	}
+}
+
+// item is one message of a batch and what became of it.
+type item struct {
+	msg       jetstream.Msg
+	attempts  int
+	song      *store.Song
+	extracted events.Extracted
+	failure   *store.Failure
+	failed    events.Failed
+	retry     error // transient: Nak
+}
+
+// HandleBatch processes messages and settles each (Ack, Term or Nak). Songs and
+// failures of the batch are stored in one transaction; their events are then
+// published together; only then are the messages acknowledged.
+func (w *Worker) HandleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	start := time.Now()
-	defer func() { w.duration.Observe(time.Since(start).Seconds()) }()
-
-	attempts := 1
-	if meta, err := msg.Metadata(); err == nil {
-		attempts = int(meta.NumDelivered)
+	w.inFlight.Add(float64(len(msgs)))
+	defer w.inFlight.Sub(float64(len(msgs)))
+	items := make([]*item, 0, len(msgs))
+	for _, msg := range msgs {
+		it := &item{msg: msg, attempts: 1}
+		if meta, err := msg.Metadata(); err == nil {
+			it.attempts = int(meta.NumDelivered)
+		}
+		ev, err := events.Decode[events.Discovered](msg.Data())
+		if err != nil {
+			// Not a file we can name: nothing to record against, so drop it loudly.
+			w.d.Log.Error("dropping undecodable midi.discovered message", "error", err)
+			w.outcomes.WithLabelValues("poison").Inc()
+			_ = msg.TermWithReason("undecodable event")
+			continue
+		}
+		w.process(ctx, ev, it)
+		items = append(items, it)
 	}
-	ev, err := events.Decode[events.Discovered](msg.Data())
-	if err != nil {
-		// Not a file we can name: nothing to record against, so drop it loudly.
-		w.d.Log.Error("dropping undecodable midi.discovered message", "error", err)
-		w.outcomes.WithLabelValues("poison").Inc()
-		_ = msg.TermWithReason("undecodable event")
-		return
+	var songs []store.Song
+	var failures []store.Failure
+	var extracted []events.Extracted
+	var failed []events.Failed
+	for _, it := range items {
+		switch {
+		case it.song != nil:
+			songs, extracted = append(songs, *it.song), append(extracted, it.extracted)
+		case it.failure != nil:
+			failures, failed = append(failures, *it.failure), append(failed, it.failed)
+		}
 	}
-	log := w.d.Log.With("source", ev.Source, "attempt", attempts)
-	outcome, err := w.process(ctx, ev, attempts)
-	if err != nil {
-		delay := backoff(attempts)
-		log.Warn("transient error; will retry", "error", err, "retry_in", delay)
-		w.outcomes.WithLabelValues("retry").Inc()
-		_ = msg.NakWithDelay(delay)
-		return
+	err := w.d.Store.SaveOutcomes(ctx, songs, failures)
+	if err == nil {
+		err = events.PublishBatch(ctx, w.d.JS, events.SubjectExtracted, extracted)
 	}
-	w.outcomes.WithLabelValues(outcome).Inc()
-	if outcome == "failed" {
-		_ = msg.Term()
-		return
+	if err == nil {
+		err = events.PublishBatch(ctx, w.d.JS, events.SubjectFailed, failed)
 	}
-	if err := msg.Ack(); err != nil {
-		// The outcome is stored; a redelivery repeats it idempotently.
-		log.Warn("ack failed", "error", err)
+	for _, it := range items {
+		if err != nil && it.retry == nil {
+			it.retry = err // stored or not, a redelivery repeats it idempotently
+		}
+		switch {
+		case it.retry != nil:
+			delay := backoff(it.attempts)
+			w.d.Log.Warn("transient error; will retry", "error", it.retry, "attempt", it.attempts, "retry_in", delay)
+			w.outcomes.WithLabelValues("retry").Inc()
+			_ = it.msg.NakWithDelay(delay)
+		case it.failure != nil:
+			w.d.Log.Info("file failed", "source", it.failure.SourceKey, "reason", it.failure.Reason)
+			w.outcomes.WithLabelValues("failed").Inc()
+			_ = it.msg.Term()
+		default:
+			w.outcomes.WithLabelValues("song").Inc()
+			if err := it.msg.Ack(); err != nil {
+				// The outcome is stored; a redelivery repeats it idempotently.
+				w.d.Log.Warn("ack failed", "error", err)
+			}
+		}
+		w.duration.Observe(time.Since(start).Seconds())
 	}
 }
 
-// process fetches, parses and records one file; an error means "retry later".
-func (w *Worker) process(ctx context.Context, ev events.Discovered, attempts int) (outcome string, err error) {
+// process fetches and parses one file and fills in its outcome: a song, a
+// failure (the file is bad), or a transient error.
+func (w *Worker) process(ctx context.Context, ev events.Discovered, it *item) {
 	data, err := w.d.Objects.Get(ctx, ev.Source, midiparse.MaxFileSize)
 	if errors.Is(err, objstore.ErrNotFound) || errors.Is(err, objstore.ErrTooLarge) {
-		return "failed", w.fail(ctx, ev, "", err.Error(), attempts)
+		w.fail(ev, "", err.Error(), it)
+		return
 	}
 	if err != nil {
-		return "", err
+		it.retry = err
+		return
 	}
 	sum := md5.Sum(data)
 	id := hex.EncodeToString(sum[:])
 	profile, perr := midiparse.Parse(data)
 	if perr != nil {
-		return "failed", w.fail(ctx, ev, id, perr.Error(), attempts)
+		w.fail(ev, id, perr.Error(), it)
+		return
 	}
-	song := store.Song{
+	song := &store.Song{
 		ID: id, Name: ev.Name, SourceKey: ev.Source, DiscoveredSize: int64(len(data)),
 		Format: profile.Format, Tracks: profile.Tracks, TicksPerQuarter: profile.TicksPerQuarter,
 		DurationSeconds: profile.DurationSeconds, InitialBPM: profile.InitialBPM,
@@ -205,22 +247,12 @@ func (w *Worker) process(ctx context.Context, ev events.Discovered, attempts int
 		song.InstrumentNotes[program] = in.Notes
 		out.Instruments = append(out.Instruments, events.Instrument{Program: &program, Notes: in.Notes})
 	}
-	if err := w.d.Store.SaveSong(ctx, song); err != nil {
-		return "", err
-	}
-	if err := events.Publish(ctx, w.d.JS, events.SubjectExtracted, out); err != nil {
-		return "", err
-	}
-	return "song", nil
+	it.song, it.extracted = song, out
 }
 
-func (w *Worker) fail(ctx context.Context, ev events.Discovered, md5, reason string, attempts int) error {
-	if err := w.d.Store.SaveFailure(ctx, store.Failure{SourceKey: ev.Source, MD5: md5, Size: ev.Size, Name: ev.Name, Reason: reason, Attempts: attempts}); err != nil {
-		return err
-	}
-	w.d.Log.Info("file failed", "source", ev.Source, "reason", reason)
-	return events.Publish(ctx, w.d.JS, events.SubjectFailed,
-		events.Failed{Source: ev.Source, MD5: md5, Reason: reason, Attempts: attempts, At: time.Now().UTC()})
+func (w *Worker) fail(ev events.Discovered, md5, reason string, it *item) {
+	it.failure = &store.Failure{SourceKey: ev.Source, MD5: md5, Size: ev.Size, Name: ev.Name, Reason: reason, Attempts: it.attempts}
+	it.failed = events.Failed{Source: ev.Source, MD5: md5, Reason: reason, Attempts: it.attempts, At: time.Now().UTC()}
 }
 
 // backoff grows with the delivery count: 0.5 s, 1 s, 2 s, ... up to 30 s.
