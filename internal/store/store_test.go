@@ -53,7 +53,7 @@ func TestLedgerIsIdempotent(t *testing.T) {
 	song := store.Song{ID: songID, Name: "good", SourceKey: "s3://b/good.mid", Format: 1, Tracks: 2, TicksPerQuarter: 96,
 		DurationSeconds: 1.5, InitialBPM: 120, InstrumentNotes: map[int]int{0: 4, store.DrumsInstrument: 2}}
 	copied := song
-	copied.SourceKey = "s3://b/copy.mid" // same content under another key: same song
+	copied.SourceKey = "s3://b/copy.mid"        // same content under another key: same song
 	for attempt := 1; attempt <= 2; attempt++ { // a redelivery repeats the save
 		bad := store.Failure{SourceKey: "s3://b/bad.mid", Reason: "truncated", Attempts: attempt}
 		if err := s.SaveOutcomes(ctx, []store.Song{song, copied}, []store.Failure{bad}); err != nil {
