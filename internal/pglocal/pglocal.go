@@ -114,13 +114,6 @@ func (c *Cluster) Stop() error {
 	return c.run(ctx, "pg_ctl", "stop", "-m", "fast", "-w", "-D", filepath.Join(c.Dir, "data"))
 }
 
-// Kill stops the server immediately, as a crash would (used by failure tests).
-func (c *Cluster) Kill() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return c.run(ctx, "pg_ctl", "stop", "-m", "immediate", "-w", "-D", filepath.Join(c.Dir, "data"))
-}
-
 func (c *Cluster) run(ctx context.Context, tool string, args ...string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, tool), args...)
 	cmd.Dir = c.Dir

@@ -76,19 +76,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) err
 	return nil
 }
 
-// Publish encodes e and publishes it on subject with its Msg-Id, waiting for the
-// stream's acknowledgement.
-func Publish[E Event](ctx context.Context, js jetstream.JetStream, subject string, e E) error {
-	data, err := Encode(e)
-	if err != nil {
-		return fmt.Errorf("encoding %s: %w", subject, err)
-	}
-	if _, err := js.Publish(ctx, subject, data, jetstream.WithMsgID(e.MsgID())); err != nil {
-		return fmt.Errorf("publishing %s: %w", subject, err)
-	}
-	return nil
-}
-
 // ConsumerSimilarity is the similarity service's durable consumer of songs.
 const ConsumerSimilarity = "similarity"
 

@@ -20,10 +20,8 @@ func TestProvisionAndDeduplicate(t *testing.T) {
 		}
 	}
 	ev := events.Discovered{Source: "file:///corpus/a.mid", Size: 10, Name: "a"}
-	for range 3 {
-		if err := events.Publish(ctx, js, events.SubjectDiscovered, ev); err != nil {
-			t.Fatal(err)
-		}
+	if err := events.PublishBatch(ctx, js, events.SubjectDiscovered, []events.Discovered{ev, ev, ev}); err != nil {
+		t.Fatal(err)
 	}
 	st, err := js.Stream(ctx, events.StreamDiscovered)
 	if err != nil {

@@ -82,12 +82,6 @@ func (ix *Index) Add(id string, set Set) (i int32, ok bool) {
 	return i, true
 }
 
-// Lookup returns a song's index.
-func (ix *Index) Lookup(id string) (int32, bool) {
-	i, ok := ix.byID[id]
-	return i, ok
-}
-
 // Len is the number of indexed songs.
 func (ix *Index) Len() int { return len(ix.IDs) }
 
