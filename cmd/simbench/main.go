@@ -62,11 +62,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	files, err := corpus.Files(root)
-	if err != nil {
-		return err
-	}
-	stats, err := synth.Measure(root, files)
+	stats, err := synth.Measure(root)
 	if err != nil {
 		return err
 	}

@@ -33,11 +33,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	files, err := corpus.Files(root)
-	if err != nil {
-		return err
-	}
-	st, err := synth.Measure(root, files)
+	st, err := synth.Measure(root)
 	if err != nil {
 		return err
 	}

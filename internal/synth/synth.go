@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/midiparse"
 )
 
@@ -25,11 +26,15 @@ type Stats struct {
 	PPQs          []int // ticks per quarter note of each metric-timed file
 }
 
-// Measure parses every file and collects the statistics of those that parse
-// and have at least one melodic instrument.
-func Measure(root string, files []string) (Stats, error) {
+// Measure parses every MIDI file under root and collects the statistics of
+// those that parse and have at least one melodic instrument.
+func Measure(root string) (Stats, error) {
 	var st Stats
 	var drums int
+	files, err := corpus.Files(root)
+	if err != nil {
+		return st, err
+	}
 	for _, rel := range files {
 		data, err := os.ReadFile(filepath.Join(root, rel))
 		if err != nil {

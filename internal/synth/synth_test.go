@@ -5,7 +5,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/midiparse"
 	"github.com/scale-dev/scale/internal/testenv"
 )
@@ -13,11 +12,7 @@ import (
 func measured(t *testing.T) Stats {
 	t.Helper()
 	root := testenv.SharedCorpus(t)
-	files, err := corpus.Files(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := Measure(root, files)
+	st, err := Measure(root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package simindex
 import (
 	"testing"
 
-	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/synth"
 	"github.com/scale-dev/scale/internal/testenv"
 )
@@ -15,11 +14,7 @@ const LakhSongs = 176_581
 // (statistics of the shared corpus, seed 1), in memory, on all CPUs.
 func BenchmarkAllLakh(b *testing.B) {
 	root := testenv.SharedCorpus(b)
-	files, err := corpus.Files(root)
-	if err != nil {
-		b.Fatal(err)
-	}
-	st, err := synth.Measure(root, files)
+	st, err := synth.Measure(root)
 	if err != nil {
 		b.Fatal(err)
 	}
