@@ -21,33 +21,35 @@ type File struct {
 	Corrupt string      // "" for a valid file, else how it was damaged
 }
 
-// FileGenerator writes real Standard MIDI Files with gomidi.
+// FileGenerator writes real Standard MIDI Files with gomidi. File i depends
+// only on the seed and i, so files can be written in any order and in parallel.
 type FileGenerator struct {
 	songs       *Generator
 	st          Stats
-	r           *rand.Rand
+	seed        uint64
 	corruptRate float64
 }
 
 // NewFileGenerator returns a generator; corruptRate is the share of damaged files.
 func NewFileGenerator(st Stats, seed uint64, corruptRate float64) *FileGenerator {
-	return &FileGenerator{songs: NewGenerator(st, seed), st: st, r: rand.New(rand.NewPCG(seed, 0xF11E)), corruptRate: corruptRate}
+	return &FileGenerator{songs: NewGenerator(st, seed), st: st, seed: seed, corruptRate: corruptRate}
 }
 
 // noteBytes is about what one note costs in a file (delta, Note On, delta, Note Off).
 const noteBytes = 8
 
-// Next writes one file.
-func (g *FileGenerator) Next() (File, error) {
-	s := g.songs.Next()
-	size := g.st.Sizes[g.r.IntN(len(g.st.Sizes))]
-	format := g.st.Formats[g.r.IntN(len(g.st.Formats))]
+// File writes file i. It is safe for concurrent use.
+func (g *FileGenerator) File(i uint64) (File, error) {
+	r := rand.New(rand.NewPCG(g.seed, i))
+	s := g.songs.draw(r)
+	size := g.st.Sizes[r.IntN(len(g.st.Sizes))]
+	format := g.st.Formats[r.IntN(len(g.st.Formats))]
 	if format > 1 {
 		format = 1
 	}
 	ppq := 480
 	if len(g.st.PPQs) > 0 {
-		ppq = g.st.PPQs[g.r.IntN(len(g.st.PPQs))]
+		ppq = g.st.PPQs[r.IntN(len(g.st.PPQs))]
 	}
 	var melodic []int
 	drums := false
@@ -71,7 +73,7 @@ func (g *FileGenerator) Next() (File, error) {
 		msg  []byte
 	}
 	tracks := make([][]ev, voices)
-	bpm := 60 + g.r.Float64()*120
+	bpm := 60 + r.Float64()*120
 	for v, inst := range s.Instruments {
 		ch := uint8(v)
 		if v >= 9 {
@@ -82,12 +84,12 @@ func (g *FileGenerator) Next() (File, error) {
 		} else {
 			tracks[v] = append(tracks[v], ev{0, midi.ProgramChange(ch, uint8(inst))})
 		}
-		n := max(1, total/voices+g.r.IntN(total/voices/4+1))
-		step := int64(ppq / 4 * (1 + g.r.IntN(4)))
+		n := max(1, total/voices+r.IntN(total/voices/4+1))
+		step := int64(ppq / 4 * (1 + r.IntN(4)))
 		var tick int64
 		for i := 0; i < n; i++ {
-			key := uint8(36 + g.r.IntN(48))
-			tracks[v] = append(tracks[v], ev{tick, midi.NoteOn(ch, key, uint8(1+g.r.IntN(126)))}, ev{tick + step/2, midi.NoteOff(ch, key)})
+			key := uint8(36 + r.IntN(48))
+			tracks[v] = append(tracks[v], ev{tick, midi.NoteOn(ch, key, uint8(1+r.IntN(126)))}, ev{tick + step/2, midi.NoteOff(ch, key)})
 			tick += step
 		}
 		f.Notes[inst] += n
@@ -134,9 +136,9 @@ func (g *FileGenerator) Next() (File, error) {
 		return f, fmt.Errorf("writing SMF: %w", err)
 	}
 	f.Data = buf.Bytes()
-	if g.r.Float64() < g.corruptRate {
-		if g.r.IntN(2) == 0 {
-			f.Data = f.Data[:14+g.r.IntN(len(f.Data)-14)] // cut inside the tracks
+	if r.Float64() < g.corruptRate {
+		if r.IntN(2) == 0 {
+			f.Data = f.Data[:14+r.IntN(len(f.Data)-14)] // cut inside the tracks
 			f.Corrupt = "truncated"
 		} else {
 			f.Data = append([]byte("RIFF"), f.Data[4:]...) // no MThd

@@ -118,8 +118,8 @@ func cumulative(w []float64) []float64 {
 	return c
 }
 
-func (g *Generator) pick(cum []float64) int {
-	x := g.r.Float64() * cum[len(cum)-1]
+func pick(r *rand.Rand, cum []float64) int {
+	x := r.Float64() * cum[len(cum)-1]
 	return sort.SearchFloat64s(cum, x)
 }
 
@@ -127,20 +127,23 @@ var words = []string{"Blue", "Night", "River", "Dance", "Summer", "Heart", "Fire
 	"Moon", "City", "Love", "Storm", "Waltz", "Echo", "Gold", "Shadow", "Song", "Train", "Ocean", "Star", "Wild"}
 
 // Next draws one song.
-func (g *Generator) Next() Song {
-	size := max(g.pick(g.sizeCum), 1)
+func (g *Generator) Next() Song { return g.draw(g.r) }
+
+// draw draws one song from r; g itself is only read, so draws may run in parallel.
+func (g *Generator) draw(r *rand.Rand) Song {
+	size := max(pick(r, g.sizeCum), 1)
 	seen := map[int]bool{}
 	for len(seen) < size {
-		seen[g.pick(g.programCum)] = true
+		seen[pick(r, g.programCum)] = true
 	}
-	s := Song{ID: fmt.Sprintf("%016x%016x", g.r.Uint64(), g.r.Uint64())}
+	s := Song{ID: fmt.Sprintf("%016x%016x", r.Uint64(), r.Uint64())}
 	for p := range seen {
 		s.Instruments = append(s.Instruments, p)
 	}
-	if g.r.Float64() < g.st.DrumShare {
+	if r.Float64() < g.st.DrumShare {
 		s.Instruments = append(s.Instruments, 128)
 	}
 	sort.Ints(s.Instruments)
-	s.Name = fmt.Sprintf("%s %s %s", words[g.r.IntN(len(words))], words[g.r.IntN(len(words))], words[g.r.IntN(len(words))])
+	s.Name = fmt.Sprintf("%s %s %s", words[r.IntN(len(words))], words[r.IntN(len(words))], words[r.IntN(len(words))])
 	return s
 }

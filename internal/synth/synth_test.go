@@ -3,8 +3,10 @@ package synth
 import (
 	"bytes"
 	"errors"
+	"sync"
 	"testing"
 
+	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/midiparse"
 	"github.com/scale-dev/scale/internal/testenv"
 )
@@ -27,8 +29,8 @@ func TestGeneratedFilesParseAsIntended(t *testing.T) {
 	g := NewFileGenerator(st, 42, 0.05)
 	var valid, corrupt, bytesTotal int
 	formats := map[int]int{}
-	for i := 0; i < 400; i++ {
-		f, err := g.Next()
+	for i := range uint64(400) {
+		f, err := g.File(i)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,17 +80,60 @@ func TestGeneratedFilesParseAsIntended(t *testing.T) {
 	}
 }
 
+// TestSameSeedSameBytes: file i is the same bytes whichever order, and however
+// concurrently, the files are written.
 func TestSameSeedSameBytes(t *testing.T) {
 	st := measured(t)
 	a, b := NewFileGenerator(st, 7, 0.05), NewFileGenerator(st, 7, 0.05)
-	for i := 0; i < 50; i++ {
-		fa, err := a.Next()
+	const n = 50
+	backwards := make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := n - 1; i >= 0; i-- {
+		wg.Go(func() {
+			f, err := b.File(uint64(i))
+			if err != nil {
+				t.Error(err)
+			}
+			backwards[i] = f.Data
+		})
+	}
+	wg.Wait()
+	for i := range uint64(n) {
+		f, err := a.File(i)
 		if err != nil {
 			t.Fatal(err)
 		}
-		fb, _ := b.Next()
-		if !bytes.Equal(fa.Data, fb.Data) {
+		if !bytes.Equal(f.Data, backwards[i]) {
 			t.Fatalf("file %d differs between two generators with the same seed", i)
 		}
 	}
+	other, err := NewFileGenerator(st, 8, 0.05).File(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := a.File(0); bytes.Equal(f.Data, other.Data) {
+		t.Error("seeds 7 and 8 gave the same first file")
+	}
+}
+
+func BenchmarkFile(b *testing.B) {
+	root, err := corpus.SharedDir()
+	if err != nil {
+		b.Skip(err)
+	}
+	st, err := Measure(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := NewFileGenerator(st, 1, 0.01)
+	var size int64
+	b.ResetTimer()
+	for i := range uint64(b.N) {
+		f, err := g.File(i)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size += int64(len(f.Data))
+	}
+	b.SetBytes(size / int64(b.N))
 }
