@@ -42,7 +42,7 @@ func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
 		extract.Options{Concurrency: 4, FetchBatch: 32})
 	go w.Run(ctx) //nolint:errcheck // stopped by cancel
 	sim := similarity.New(similarity.Deps{JS: p.js, Store: p.store, Log: p.log, Metrics: prometheus.NewRegistry()},
-		similarity.Settings{K: 10, MinInstruments: 3})
+		similarity.Settings{K: 10, MinInstruments: 3, Batch: 64})
 	go sim.Run(ctx) //nolint:errcheck // stopped by cancel
 	p.waitFor("every file finished", time.Minute, func(a store.Accounting) bool { return a.Discovered == int64(len(rels)) && a.Pending == 0 })
 	deadline := time.Now().Add(time.Minute)

@@ -80,15 +80,16 @@ func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) err
 const ConsumerSimilarity = "similarity"
 
 // SimilarityConsumer reads every midi.extracted event from the start of the
-// outcomes stream; the service applies them one at a time.
-func SimilarityConsumer() jetstream.ConsumerConfig {
+// outcomes stream; the service applies them a batch at a time, so no more than
+// one batch is handed out unacknowledged.
+func SimilarityConsumer(batch int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerSimilarity,
 		FilterSubject: SubjectExtracted,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       time.Minute,
 		MaxDeliver:    -1,
-		MaxAckPending: 256,
+		MaxAckPending: max(batch, 1),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 }

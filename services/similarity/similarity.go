@@ -1,13 +1,12 @@
 // Package similarity keeps every song's top-K most similar songs (exact Jaccard
 // over instrument sets) in Postgres. At start it loads all instrument sets and
-// recomputes every list; then it applies midi.extracted events one at a time:
-// the new song gets its list, and the lists it enters are updated, in one
-// transaction per event, acknowledged after commit.
+// recomputes every list; then it applies midi.extracted events a fetched batch
+// at a time: the new songs get their lists, and the lists they enter are
+// updated, in one transaction per batch, acknowledged after commit.
 package similarity
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +25,7 @@ import (
 type Settings struct {
 	K              int `conf:"default:10,help:similar songs kept per song"`
 	MinInstruments int `conf:"default:3,help:instruments a song needs to take part"`
+	Batch          int `conf:"default:256,help:midi.extracted events applied together: one scan of the index and one transaction"`
 }
 
 // Deps are the explicit dependencies.
@@ -43,15 +43,19 @@ type Service struct {
 	ix      *simindex.Index
 	lists   [][]simindex.Neighbor
 	applied prometheus.Counter
+	changed prometheus.Counter
 	songs   prometheus.Gauge
 }
 
 // New returns a service with an empty index.
 func New(d Deps, s Settings) *Service {
+	s.Batch = max(s.Batch, 1)
 	return &Service{
 		d: d, set: s, ix: simindex.New(s.K, s.MinInstruments),
 		applied: ops.Register(d.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scale_similarity_applied_total", Help: "midi.extracted events applied."})),
+		changed: ops.Register(d.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scale_similarity_lists_written_total", Help: "Similarity lists rewritten by applied events."})),
 		songs: ops.Register(d.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "scale_similarity_indexed_songs", Help: "Songs in the similarity index."})),
 	}
@@ -84,7 +88,7 @@ func (s *Service) Rebuild(ctx context.Context, progress io.Writer) error {
 	})
 	rows := make(map[string][]store.Similar, len(s.lists))
 	for i := range s.lists {
-		rows[s.ix.IDs[i]] = s.rows(int32(i))
+		rows[s.ix.IDs[i]] = s.rows(int32(i), s.lists[i])
 	}
 	if err := s.d.Store.RebuildSimilar(ctx, rows); err != nil {
 		return err
@@ -95,93 +99,96 @@ func (s *Service) Rebuild(ctx context.Context, progress io.Writer) error {
 	return nil
 }
 
-// Run rebuilds, then applies midi.extracted events until ctx ends.
+// Run rebuilds, then applies midi.extracted events until ctx ends, a fetched
+// batch at a time (up to Settings.Batch): one scan of the index and one
+// transaction per batch, acknowledged after commit.
 func (s *Service) Run(ctx context.Context) error {
 	if err := s.Rebuild(ctx, nil); err != nil {
 		return err
 	}
-	cons, err := s.d.JS.CreateOrUpdateConsumer(ctx, events.StreamOutcomes, events.SimilarityConsumer())
+	cons, err := s.d.JS.CreateOrUpdateConsumer(ctx, events.StreamOutcomes, events.SimilarityConsumer(s.set.Batch))
 	if err != nil {
 		return fmt.Errorf("creating consumer %s: %w", events.ConsumerSimilarity, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(64))
-	if err != nil {
-		return fmt.Errorf("pulling from %s: %w", events.ConsumerSimilarity, err)
-	}
-	go func() { <-ctx.Done(); it.Stop() }()
-	for {
-		msg, err := it.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return nil
-		}
+	workCtx := context.WithoutCancel(ctx) // a batch in hand is finished after ctx ends
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(s.set.Batch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			s.d.Log.Warn("pulling messages", "error", err)
+			s.d.Log.Warn("fetching messages", "error", err)
+			time.Sleep(200 * time.Millisecond)
 			continue
 		}
-		ev, err := events.Decode[events.Extracted](msg.Data())
-		if err != nil {
-			s.d.Log.Error("dropping undecodable midi.extracted message", "error", err)
-			_ = msg.TermWithReason("undecodable event")
+		var msgs []jetstream.Msg
+		var evs []events.Extracted
+		for msg := range batch.Messages() {
+			ev, err := events.Decode[events.Extracted](msg.Data())
+			if err != nil {
+				s.d.Log.Error("dropping undecodable midi.extracted message", "error", err)
+				_ = msg.TermWithReason("undecodable event")
+				continue
+			}
+			msgs, evs = append(msgs, msg), append(evs, ev)
+		}
+		if len(evs) == 0 {
 			continue
 		}
-		if err := s.Apply(context.WithoutCancel(ctx), ev); err != nil {
-			s.d.Log.Warn("applying song; will retry", "song", ev.SongID, "error", err)
-			_ = msg.NakWithDelay(time.Second)
+		if err := s.Apply(workCtx, evs); err != nil {
+			s.d.Log.Warn("applying songs; will retry", "songs", len(evs), "error", err)
+			for _, msg := range msgs {
+				_ = msg.NakWithDelay(time.Second)
+			}
 			continue
 		}
-		_ = msg.Ack()
+		for _, msg := range msgs {
+			_ = msg.Ack()
+		}
 	}
+	return nil
 }
 
-// Apply adds a song to the index, computes its list and updates every list it
-// enters, storing them in one transaction. Applying a song twice changes nothing.
-func (s *Service) Apply(ctx context.Context, ev events.Extracted) error {
-	ids := make([]int16, 0, len(ev.Instruments))
-	for _, in := range ev.Instruments {
-		if in.Drums {
-			ids = append(ids, store.DrumsInstrument)
-		} else if in.Program != nil {
-			ids = append(ids, int16(*in.Program))
+// Apply adds songs to the index, computes their lists and updates every list
+// they enter, storing the changed lists in one transaction. The lists in
+// memory change only after the commit, so a failed batch can be applied again;
+// applying a song twice changes nothing.
+func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
+	var added []int32
+	for _, ev := range evs {
+		ids := make([]int16, 0, len(ev.Instruments))
+		for _, in := range ev.Instruments {
+			if in.Drums {
+				ids = append(ids, store.DrumsInstrument)
+			} else if in.Program != nil {
+				ids = append(ids, int16(*in.Program))
+			}
 		}
-	}
-	i, ok := s.ix.Add(ev.SongID, toSet(ids))
-	if !ok {
-		s.applied.Inc()
-		return nil // too few instruments to take part
+		if i, ok := s.ix.Add(ev.SongID, toSet(ids)); ok {
+			added = append(added, i)
+		} // else too few instruments to take part
 	}
 	for len(s.lists) < s.ix.Len() {
 		s.lists = append(s.lists, nil)
 	}
-	changed := map[int32][]simindex.Neighbor{i: s.ix.TopK(i)}
-	for y, l := range s.lists[:s.ix.Len()] {
-		if int32(y) == i {
-			continue
-		}
-		n, ok := s.ix.Neighbor(int32(y), i)
-		if !ok {
-			continue
-		}
-		if nl, entered := s.ix.Enters(l, n); entered {
-			changed[int32(y)] = nl
-		}
-	}
+	changed := s.ix.Update(added, s.lists)
 	rows := make(map[string][]store.Similar, len(changed))
 	for y, l := range changed {
-		s.lists[y] = l
-		rows[s.ix.IDs[y]] = s.rows(y)
+		rows[s.ix.IDs[y]] = s.rows(y, l)
 	}
 	if err := s.d.Store.ReplaceSimilar(ctx, rows); err != nil {
 		return err
 	}
-	s.applied.Inc()
+	for y, l := range changed {
+		s.lists[y] = l
+	}
+	s.applied.Add(float64(len(evs)))
+	s.changed.Add(float64(len(changed)))
 	s.songs.Set(float64(s.ix.Len()))
 	return nil
 }
 
 // rows converts song i's list for storage.
-func (s *Service) rows(i int32) []store.Similar {
-	out := make([]store.Similar, 0, len(s.lists[i]))
-	for r, n := range s.lists[i] {
+func (s *Service) rows(i int32, list []simindex.Neighbor) []store.Similar {
+	out := make([]store.Similar, 0, len(list))
+	for r, n := range list {
 		shared := s.ix.Sets[i]
 		other := s.ix.Sets[n.Song]
 		var ids []int16

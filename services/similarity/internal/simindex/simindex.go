@@ -6,10 +6,12 @@
 package simindex
 
 import (
+	"maps"
 	"math/bits"
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // Features is the number of instrument features: 128 GM programs and the drums.
@@ -128,23 +130,89 @@ func (ix *Index) TopK(i int32) []Neighbor {
 	return t.list
 }
 
-// Enters reports whether candidate n would enter list (a current top-K), and
-// returns the new list if so.
-func (ix *Index) Enters(list []Neighbor, n Neighbor) ([]Neighbor, bool) {
+// enters reports whether candidate n would enter list (a current top-K), and
+// returns the new list if so; list itself is left as it was.
+func (ix *Index) enters(list []Neighbor, n Neighbor) ([]Neighbor, bool) {
+	if len(list) == ix.K && !ix.better(n, list[len(list)-1]) {
+		return list, false // the common case at scale: no copy
+	}
 	for _, e := range list {
 		if e.Song == n.Song {
 			return list, false
 		}
 	}
-	t := topList{ix: ix, cap: ix.K, list: append([]Neighbor(nil), list...)}
-	before := len(t.list)
-	var worst Neighbor
-	if before > 0 {
-		worst = t.list[before-1]
-	}
+	t := topList{ix: ix, cap: ix.K, list: append(make([]Neighbor, 0, ix.K), list...)}
 	t.offer(n)
-	changed := len(t.list) > before || (before > 0 && t.list[before-1] != worst)
-	return t.list, changed
+	return t.list, true
+}
+
+// Update computes what adding the songs added (indexes from Add, already in
+// the index) does to the lists: each added song gets its own list, and every
+// other song's list (lists[y], its current top-K) takes in the added songs that
+// rank in it. It returns only the lists that changed, by song; lists itself is
+// not modified, so a caller can keep it as the stored state until the change is
+// stored. Adding a song
+// that is already in every list it ranks in changes nothing there. The scan of
+// every song is spread over all CPUs.
+func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor {
+	isAdded := make(map[int32]bool, len(added))
+	var news []int32
+	for _, x := range added {
+		if !isAdded[x] {
+			isAdded[x] = true
+			news = append(news, x)
+		}
+	}
+	changed := make(map[int32][]Neighbor, len(news)*(ix.K+1))
+	var mu sync.Mutex
+	workers := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	// Each added song's own list, one song per worker at a time.
+	var next atomic.Int64
+	for range workers {
+		wg.Go(func() {
+			for k := next.Add(1) - 1; k < int64(len(news)); k = next.Add(1) - 1 {
+				l := ix.TopK(news[k])
+				mu.Lock()
+				changed[news[k]] = l
+				mu.Unlock()
+			}
+		})
+	}
+	// Every other song's list, in contiguous chunks.
+	n := len(ix.Sets)
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Go(func() {
+			local := map[int32][]Neighbor{}
+			for y := lo; y < hi; y++ {
+				if isAdded[int32(y)] {
+					continue
+				}
+				var l []Neighbor
+				if y < len(lists) {
+					l = lists[y]
+				}
+				entered := false
+				for _, x := range news {
+					if nb, ok := ix.Neighbor(int32(y), x); ok {
+						if nl, in := ix.enters(l, nb); in {
+							l, entered = nl, true
+						}
+					}
+				}
+				if entered {
+					local[int32(y)] = l
+				}
+			}
+			mu.Lock()
+			maps.Copy(changed, local)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return changed
 }
 
 // All computes every song's list. Songs with equal sets have equal candidates, so

@@ -80,28 +80,39 @@ func testAgainstBruteForce(t *testing.T, ix *Index) {
 	}
 }
 
-func TestIncrementalMatchesBruteForce(t *testing.T) {
+// TestUpdateMatchesBruteForce adds songs in batches of several sizes (with
+// duplicates inside a batch and a batch applied twice) and checks every list
+// against a brute force over the final index.
+func TestUpdateMatchesBruteForce(t *testing.T) {
 	full := randomIndex(11, 600, 10, 24)
-	ix := New(10, 3)
-	var lists [][]Neighbor
-	for i, id := range full.IDs {
-		j, _ := ix.Add(id, full.Sets[i])
-		lists = append(lists, ix.TopK(j))
-		a := ix.Sets[j]
-		for y := range ix.Sets[:j] {
-			s := interLen(a, ix.Sets[y])
-			if s == 0 {
-				continue
+	for _, batch := range []int{1, 7, 64} {
+		ix := New(10, 3)
+		var lists [][]Neighbor
+		apply := func(added []int32) {
+			for len(lists) < ix.Len() {
+				lists = append(lists, nil)
 			}
-			n := Neighbor{Song: j, Shared: uint8(s), Union: uint8(a.Len() + ix.Sets[y].Len() - s)}
-			if l, changed := ix.Enters(lists[y], n); changed {
+			for y, l := range ix.Update(added, lists) {
 				lists[y] = l
 			}
 		}
-	}
-	for i := range ix.Sets {
-		if want := bruteForce(ix, i); !reflect.DeepEqual(lists[i], want) && !(len(lists[i]) == 0 && len(want) == 0) {
-			t.Fatalf("incremental list %d = %v, want %v", i, lists[i], want)
+		for lo := 0; lo < len(full.IDs); lo += batch {
+			var added []int32
+			for i := lo; i < min(lo+batch, len(full.IDs)); i++ {
+				j, _ := ix.Add(full.IDs[i], full.Sets[i])
+				added = append(added, j, j)
+			}
+			apply(added)
+			if lo == 0 {
+				if again := ix.Update(added, lists); len(again) != len(added)/2 {
+					t.Fatalf("batch %d: applying the first batch again changed %d lists, want only its own %d", batch, len(again), len(added)/2)
+				}
+			}
+		}
+		for i := range ix.Sets {
+			if want := bruteForce(ix, i); !reflect.DeepEqual(lists[i], want) && !(len(lists[i]) == 0 && len(want) == 0) {
+				t.Fatalf("batch %d: list %d = %v, want %v", batch, i, lists[i], want)
+			}
 		}
 	}
 }
