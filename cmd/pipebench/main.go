@@ -1,9 +1,12 @@
-// Command pipebench runs the real pipeline over a corpus folder and measures it:
-// ingest, N extract processes and similarity run as separate processes against
-// an embedded NATS JetStream server and a throwaway Postgres cluster. For each N
-// it prints files/s end to end, p50/p99 time from discovery to the file's final
-// row, CPU seconds and peak memory per process, and the exact accounting; it also
-// prints the in-process parse rate of the same files as the ceiling.
+// Command pipebench runs the real pipeline over a corpus folder, read as a folder
+// or through the versitygw S3 gateway, and measures it: ingest, N extract
+// processes and similarity run as separate processes against an embedded NATS
+// JetStream server and a throwaway Postgres cluster. For each N it prints
+// files/s end to end (every file a song or failure row, then every song applied
+// by similarity), p50/p99 time from discovery to the file's final row, CPU
+// seconds and peak memory per process (Postgres, the gateway and this process,
+// which embeds NATS, included), and the exact accounting; it also prints the
+// in-process parse rate of the same files as the ceiling.
 package main
 
 import (
@@ -21,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/corpus"
@@ -28,6 +33,8 @@ import (
 	"github.com/scale-dev/scale/internal/natsembed"
 	"github.com/scale-dev/scale/internal/pglocal"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/versitygw"
+	"github.com/scale-dev/scale/pkg/events"
 )
 
 func main() { config.Main("pipebench", run) }
@@ -57,8 +64,12 @@ func (p *proc) samplePeak() {
 func run(ctx context.Context) error {
 	dir := flag.String("dir", "corpus", "corpus folder (make corpus writes one)")
 	workerList := flag.String("workers", "1,2,4", "extract process counts to run, comma-separated")
-	concurrency := flag.Int("concurrency", 2, "files in flight per extract process")
+	concurrency := flag.Int("concurrency", 2, "batches in flight per extract process")
+	source := flag.String("source", "folder", "how extract reads the corpus: folder, or s3 (versitygw over the corpus's parent folder; the corpus folder is the bucket)")
 	flag.Parse()
+	if *source != "folder" && *source != "s3" {
+		return fmt.Errorf("-source must be folder or s3, not %q", *source)
+	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
 		return err
@@ -91,13 +102,27 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer cluster.Stop() //nolint:errcheck // teardown
+	env := []string{"SCALE_INGEST_SOURCE=" + abs}
+	var gw *versitygw.Server
+	if *source == "s3" {
+		if gw, err = versitygw.Start(filepath.Dir(abs), filepath.Join(tmp, "versitygw.log")); err != nil {
+			return err
+		}
+		defer gw.Stop()
+		c := gw.Config
+		env = []string{"SCALE_INGEST_SOURCE=s3://" + filepath.Base(abs), "SCALE_STORAGE_ENDPOINT=" + c.Endpoint,
+			"SCALE_STORAGE_PATH_STYLE=true", "SCALE_STORAGE_REGION=" + c.Region,
+			"SCALE_STORAGE_ACCESS_KEY=" + c.AccessKey, "SCALE_STORAGE_SECRET_KEY=" + c.SecretKey}
+	}
+	fmt.Printf("pipebench: source %s\n", strings.TrimPrefix(env[0], "SCALE_INGEST_SOURCE="))
+	b := bench{tmp: tmp, cluster: cluster, gw: gw, bins: bins, env: env, files: len(files), concurrency: *concurrency}
 
 	for _, w := range strings.Split(*workerList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
 		if err != nil || n < 1 {
 			return fmt.Errorf("bad -workers entry %q", w)
 		}
-		if err := runOnce(ctx, tmp, cluster, bins, abs, len(files), n, *concurrency); err != nil {
+		if err := b.run(ctx, n); err != nil {
 			return err
 		}
 	}
@@ -132,7 +157,21 @@ func parseCeiling(dir string, files []string) error {
 	return nil
 }
 
-func runOnce(ctx context.Context, tmp string, cluster *pglocal.Cluster, bins map[string]string, dir string, files, workers, concurrency int) error {
+// bench is what every run shares.
+type bench struct {
+	tmp         string
+	cluster     *pglocal.Cluster
+	gw          *versitygw.Server // nil when extract reads the folder
+	bins        map[string]string
+	env         []string // source settings
+	files       int
+	concurrency int
+}
+
+// run measures one pipeline with the given number of extract processes, on a
+// new database and a new NATS server.
+func (b bench) run(ctx context.Context, workers int) error {
+	tmp, cluster, bins, files, concurrency := b.tmp, b.cluster, b.bins, b.files, b.concurrency
 	db := fmt.Sprintf("bench_%d_%d", workers, time.Now().UnixNano())
 	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
 	if err != nil {
@@ -154,9 +193,18 @@ func runOnce(ctx context.Context, tmp string, cluster *pglocal.Cluster, bins map
 		return err
 	}
 	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
 	env := append(os.Environ(), "SCALE_NATS_URL="+srv.ClientURL(), "SCALE_POSTGRES_URL="+pgURL,
-		"SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_INGEST_SOURCE="+dir,
-		"SCALE_EXTRACT_CONCURRENCY="+strconv.Itoa(concurrency))
+		"SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_EXTRACT_CONCURRENCY="+strconv.Itoa(concurrency))
+	env = append(env, b.env...)
 	start := func(name, bin string) (*proc, error) {
 		cmd := exec.Command(bin)
 		cmd.Env = env
@@ -184,21 +232,29 @@ func runOnce(ctx context.Context, tmp string, cluster *pglocal.Cluster, bins map
 	}
 	procs = append(procs, sim)
 	time.Sleep(time.Second) // workers connected and consuming
+	postmaster := postmasterPID(filepath.Join(cluster.Dir, "data"))
+	pgCPU, gwCPU, selfCPU := treeCPU(postmaster), b.gatewayCPU(), selfCPUTime()
 	began := time.Now()
 	ing, err := start("ingest", bins["ingest"])
 	if err != nil {
 		return err
 	}
-	var a store.Accounting
+	// Progress is read from NATS, which is cheap: counting rows in Postgres
+	// as often would cost the database a good share of a core at this size.
+	// Each file's outcome is published once (Msg-Id), after its row commits.
+	outcomes, err := js.Stream(ctx, events.StreamOutcomes)
+	if err != nil {
+		return err
+	}
 	for {
 		for _, p := range append(procs, ing) {
 			p.samplePeak()
 		}
-		a, err = st.Account(ctx)
+		info, err := outcomes.Info(ctx)
 		if err != nil {
 			return err
 		}
-		if a.Discovered == int64(files) && a.Pending == 0 {
+		if info.State.Msgs >= uint64(files) {
 			break
 		}
 		if ctx.Err() != nil {
@@ -210,12 +266,48 @@ func runOnce(ctx context.Context, tmp string, cluster *pglocal.Cluster, bins map
 	if err := ing.cmd.Wait(); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	// Then until similarity has applied every song.
+	for {
+		for _, p := range procs {
+			p.samplePeak()
+		}
+		c, err := js.Consumer(ctx, events.StreamOutcomes, events.ConsumerSimilarity)
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	withSimilarity := time.Since(began)
+	pgCPU, gwCPU, selfCPU = treeCPU(postmaster)-pgCPU, b.gatewayCPU()-gwCPU, selfCPUTime()-selfCPU
 	for _, p := range procs {
 		p.samplePeak()
 		p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // may have exited
 		p.cmd.Wait()                          //nolint:errcheck // rusage is what matters
 	}
 	procs = append([]*proc{ing}, procs...)
+	a, err := st.Account(ctx)
+	if err != nil {
+		return err
+	}
+	st.Pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+	rows, _ := st.Pool.Query(ctx, "SELECT calls, rows, round(total_exec_time::numeric,0), round(total_plan_time::numeric,0), left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 14")
+	for rows.Next() {
+		var c, r int64
+		var te, tp float64
+		var q string
+		rows.Scan(&c, &r, &te, &tp, &q)
+		fmt.Printf("STMT calls %7d rows %8d exec %7.0f ms plan %5.0f ms  %s\n", c, r, te, tp, q)
+	}
 	var p50, p99 float64
 	err = st.Pool.QueryRow(ctx, `SELECT
 		percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - discovered_at)),
@@ -224,14 +316,35 @@ func runOnce(ctx context.Context, tmp string, cluster *pglocal.Cluster, bins map
 	if err != nil {
 		return err
 	}
-	fmt.Printf("RESULT %d extract process(es) × %d: %d files in %.1f s = %.0f files/s; discovery→row p50 %.3f s, p99 %.3f s; "+
-		"%d songs + %d failures = %d files (balanced %v)\n",
-		workers, concurrency, files, elapsed.Seconds(), float64(files)/elapsed.Seconds(), p50, p99, a.Songs, a.Failures, a.Discovered, a.Balanced())
+	fmt.Printf("RESULT %d extract process(es) × %d: %d files in %.1f s = %.0f files/s (similarity applied all at %.1f s = %.0f files/s); "+
+		"discovery→row p50 %.3f s, p99 %.3f s; %d songs + %d failures = %d files (balanced %v)\n",
+		workers, concurrency, files, elapsed.Seconds(), float64(files)/elapsed.Seconds(), withSimilarity.Seconds(), float64(files)/withSimilarity.Seconds(),
+		p50, p99, a.Songs, a.Failures, a.Discovered, a.Balanced())
 	for _, p := range procs {
 		if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 			fmt.Printf("  %-12s cpu %6.1f s  peak rss %6.1f MiB\n", p.name, cpu.Seconds(), float64(p.peakKiB)/1024)
 		}
 	}
+	fmt.Printf("  %-12s cpu %6.1f s  (postmaster and every backend)\n", "postgres", pgCPU.Seconds())
+	if b.gw != nil {
+		fmt.Printf("  %-12s cpu %6.1f s\n", "versitygw", gwCPU.Seconds())
+	}
+	fmt.Printf("  %-12s cpu %6.1f s  (embedded NATS server and this benchmark's polling)\n", "nats+bench", selfCPU.Seconds())
 	return nil
+}
+
+func (b bench) gatewayCPU() time.Duration {
+	if b.gw == nil {
+		return 0
+	}
+	return treeCPU(b.gw.Pid())
+}
+
+func selfCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

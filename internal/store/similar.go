@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -32,18 +33,46 @@ type Similar struct {
 	Shared []int16
 }
 
-// ReplaceSimilar rewrites the lists of the given songs in one transaction.
-func (s *Store) ReplaceSimilar(ctx context.Context, lists map[string][]Similar) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		ids := make([]string, 0, len(lists))
-		for id := range lists {
-			ids = append(ids, id)
+// WriteSimilar writes entries of songs' lists, each at its rank, replacing
+// what those ranks held, in one statement. Entries not given keep their rows:
+// an incremental update sends only the ranks that changed (a list never
+// shrinks when songs are added). Rewriting a rank in place is a HOT update (no
+// index entry changes), far cheaper than deleting and inserting the list.
+func (s *Store) WriteSimilar(ctx context.Context, lists map[string][]Similar) error {
+	var songs, others, shared []string
+	var ranks []int16
+	var scores []float64
+	for song, l := range lists {
+		for _, e := range l {
+			songs, ranks, others, scores = append(songs, song), append(ranks, int16(e.Rank)), append(others, e.Other), append(scores, e.Score)
+			shared = append(shared, smallintArray(e.Shared))
 		}
-		if _, err := tx.Exec(ctx, "DELETE FROM similar_songs WHERE song = ANY($1)", ids); err != nil {
-			return fmt.Errorf("replacing similarity lists: %w", err)
+	}
+	if len(songs) == 0 {
+		return nil
+	}
+	_, err := s.Pool.Exec(ctx, `INSERT INTO similar_songs (song, rank, other, score, shared)
+		SELECT song, rank, other, score, shared::smallint[]
+		FROM unnest($1::text[], $2::smallint[], $3::text[], $4::float8[], $5::text[]) AS u(song, rank, other, score, shared)
+		ON CONFLICT (song, rank) DO UPDATE SET other = EXCLUDED.other, score = EXCLUDED.score, shared = EXCLUDED.shared`,
+		songs, ranks, others, scores, shared)
+	if err != nil {
+		return fmt.Errorf("writing %d similarity entries: %w", len(songs), err)
+	}
+	return nil
+}
+
+// smallintArray is the Postgres literal of ids: {1,2,3}.
+func smallintArray(ids []int16) string {
+	b := make([]byte, 0, 2+4*len(ids))
+	b = append(b, '{')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
 		}
-		return copySimilar(ctx, tx, lists)
-	})
+		b = strconv.AppendInt(b, int64(id), 10)
+	}
+	return string(append(b, '}'))
 }
 
 // RebuildSimilar replaces every list (the table is emptied first) in one transaction.

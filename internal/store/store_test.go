@@ -91,3 +91,48 @@ func TestOpenGivesUpOnAbsentServer(t *testing.T) {
 		t.Errorf("Open took %v to give up", time.Since(start))
 	}
 }
+
+// TestWriteAndRebuildSimilar: WriteSimilar rewrites only the ranks it is given
+// and keeps the others; RebuildSimilar replaces every list.
+func TestWriteAndRebuildSimilar(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	read := func() map[string][]store.Similar {
+		rows, err := s.Pool.Query(ctx, "SELECT song, rank, other, score, shared FROM similar_songs ORDER BY song, rank")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		got := map[string][]store.Similar{}
+		for rows.Next() {
+			var song string
+			var e store.Similar
+			if err := rows.Scan(&song, &e.Rank, &e.Other, &e.Score, &e.Shared); err != nil {
+				t.Fatal(err)
+			}
+			got[song] = append(got[song], e)
+		}
+		return got
+	}
+	a1 := store.Similar{Rank: 1, Other: "b", Score: 1, Shared: []int16{0, 40, 128}}
+	a2 := store.Similar{Rank: 2, Other: "c", Score: 0.5, Shared: []int16{0}}
+	b1 := store.Similar{Rank: 1, Other: "a", Score: 1, Shared: []int16{0, 40, 128}}
+	if err := s.WriteSimilar(ctx, map[string][]store.Similar{"a": {a1, a2}, "b": {b1}}); err != nil {
+		t.Fatal(err)
+	}
+	a2new := store.Similar{Rank: 2, Other: "d", Score: 0.75, Shared: []int16{40, 128, 3}}
+	a3 := store.Similar{Rank: 3, Other: "c", Score: 0.5, Shared: []int16{}}
+	if err := s.WriteSimilar(ctx, map[string][]store.Similar{"a": {a2new, a3}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]store.Similar{"a": {a1, a2new, a3}, "b": {b1}}
+	if got := read(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after two writes:\n got %v\nwant %v", got, want)
+	}
+	if err := s.RebuildSimilar(ctx, map[string][]store.Similar{"c": {a3}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); fmt.Sprint(got) != fmt.Sprint(map[string][]store.Similar{"c": {a3}}) {
+		t.Errorf("after rebuild: %v", got)
+	}
+}

@@ -3,45 +3,20 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/scale-dev/scale/internal/freeport"
 	"github.com/scale-dev/scale/internal/objstore"
+	"github.com/scale-dev/scale/internal/versitygw"
 )
-
-// VersityGWVersion is the versitygw release .ci/run installs.
-const VersityGWVersion = "v1.8.0"
 
 // S3Server is a running S3-compatible server.
 type S3Server struct {
 	Config objstore.S3Config
 	Client *objstore.Client
-	cmd    *exec.Cmd
-}
-
-func versitygwPath() (string, error) {
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, nil
-	}
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		home, _ := os.UserHomeDir()
-		gopath = filepath.Join(home, "go")
-	}
-	p := filepath.Join(gopath, "bin", "versitygw")
-	if _, err := os.Stat(p); err != nil {
-		return "", err
-	}
-	return p, nil
 }
 
 // S3 starts versitygw on a free loopback port over a posix folder of the test.
@@ -49,49 +24,22 @@ func versitygwPath() (string, error) {
 // not installed; in CI that is a failure.
 func S3(t testing.TB) *S3Server {
 	t.Helper()
-	bin, err := versitygwPath()
-	if err != nil {
-		msg := "versitygw not installed: go install github.com/versity/versitygw/cmd/versitygw@" + VersityGWVersion
+	if _, err := versitygw.Path(); err != nil {
 		if InCI() {
-			t.Fatal(msg)
+			t.Fatal(err)
 		}
-		t.Skip(msg)
+		t.Skip(err)
 	}
-	port, err := freeport.Get()
+	gw, err := versitygw.Start(t.TempDir(), filepath.Join(t.TempDir(), "versitygw.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := objstore.S3Config{Endpoint: "http://" + addr, Region: "us-east-1", PathStyle: true, AccessKey: "scale-test", SecretKey: "scale-test-secret"}
-	cmd := exec.Command(bin, "--access", cfg.AccessKey, "--secret", cfg.SecretKey, "--port", addr, "posix", root)
-	logFile, err := os.Create(filepath.Join(t.TempDir(), "versitygw.log"))
+	t.Cleanup(gw.Stop)
+	client, err := objstore.New(context.Background(), gw.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting versitygw: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logFile.Close() }) //nolint:errcheck // teardown
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logFile.Name())
-			t.Fatalf("versitygw did not listen on %s in 20s:\n%s", addr, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	client, err := objstore.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &S3Server{Config: cfg, Client: client, cmd: cmd}
+	return &S3Server{Config: gw.Config, Client: client}
 }
 
 // CreateBucket creates a bucket.

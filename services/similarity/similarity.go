@@ -88,7 +88,7 @@ func (s *Service) Rebuild(ctx context.Context, progress io.Writer) error {
 	})
 	rows := make(map[string][]store.Similar, len(s.lists))
 	for i := range s.lists {
-		rows[s.ix.IDs[i]] = s.rows(int32(i), s.lists[i])
+		rows[s.ix.IDs[i]] = s.rows(int32(i), s.lists[i], nil)
 	}
 	if err := s.d.Store.RebuildSimilar(ctx, rows); err != nil {
 		return err
@@ -147,7 +147,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Apply adds songs to the index, computes their lists and updates every list
-// they enter, storing the changed lists in one transaction. The lists in
+// they enter, storing the entries that changed in one statement. The lists in
 // memory change only after the commit, so a failed batch can be applied again;
 // applying a song twice changes nothing.
 func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
@@ -171,9 +171,11 @@ func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
 	changed := s.ix.Update(added, s.lists)
 	rows := make(map[string][]store.Similar, len(changed))
 	for y, l := range changed {
-		rows[s.ix.IDs[y]] = s.rows(y, l)
+		if r := s.rows(y, l, s.lists[y]); len(r) > 0 {
+			rows[s.ix.IDs[y]] = r
+		}
 	}
-	if err := s.d.Store.ReplaceSimilar(ctx, rows); err != nil {
+	if err := s.d.Store.WriteSimilar(ctx, rows); err != nil {
 		return err
 	}
 	for y, l := range changed {
@@ -185,10 +187,14 @@ func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
 	return nil
 }
 
-// rows converts song i's list for storage.
-func (s *Service) rows(i int32, list []simindex.Neighbor) []store.Similar {
+// rows converts the entries of song i's list that differ from the stored
+// list (nil: none stored) for storage.
+func (s *Service) rows(i int32, list, stored []simindex.Neighbor) []store.Similar {
 	out := make([]store.Similar, 0, len(list))
 	for r, n := range list {
+		if r < len(stored) && stored[r] == n {
+			continue
+		}
 		shared := s.ix.Sets[i]
 		other := s.ix.Sets[n.Song]
 		var ids []int16
