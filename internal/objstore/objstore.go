@@ -4,6 +4,7 @@
 package objstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -170,6 +171,7 @@ func (c *Client) Get(ctx context.Context, objectURL string, limit int64) ([]byte
 		return nil, fmt.Errorf("object URL %q: %w", objectURL, err)
 	}
 	var body io.ReadCloser
+	var size int64 // the size announced, if any: the buffer is allocated once
 	switch u.Scheme {
 	case "s3":
 		out, err := c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(u.Host), Key: aws.String(strings.TrimPrefix(u.Path, "/"))})
@@ -181,7 +183,7 @@ func (c *Client) Get(ctx context.Context, objectURL string, limit int64) ([]byte
 			}
 			return nil, fmt.Errorf("getting %s: %w", objectURL, err)
 		}
-		body = out.Body
+		body, size = out.Body, aws.ToInt64(out.ContentLength)
 	case "file":
 		f, err := os.Open(filepath.FromSlash(u.Path))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -191,14 +193,21 @@ func (c *Client) Get(ctx context.Context, objectURL string, limit int64) ([]byte
 			return nil, fmt.Errorf("reading %s: %w", objectURL, err)
 		}
 		body = f
+		if st, err := f.Stat(); err == nil {
+			size = st.Size()
+		}
 	default:
 		return nil, fmt.Errorf("object URL %q: scheme must be s3 or file", objectURL)
 	}
 	defer body.Close()
-	data, err := io.ReadAll(io.LimitReader(body, limit+1))
-	if err != nil {
+	if size > limit {
+		return nil, fmt.Errorf("reading %s: %w (%d bytes)", objectURL, ErrTooLarge, limit)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, max(size, 0)+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(body, limit+1)); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", objectURL, err)
 	}
+	data := buf.Bytes()
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("reading %s: %w (%d bytes)", objectURL, ErrTooLarge, limit)
 	}

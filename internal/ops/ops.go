@@ -1,5 +1,6 @@
 // Package ops serves a service's operations endpoints: Prometheus /metrics,
-// /healthz (the process is alive) and /readyz (its dependencies answer).
+// /healthz (the process is alive), /readyz (its dependencies answer) and the
+// Go profiler under /debug/pprof/ (the ops address is loopback by default).
 package ops
 
 import (
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +46,9 @@ func Handler(reg *prometheus.Registry, checks map[string]Check) http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
