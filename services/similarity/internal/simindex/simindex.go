@@ -6,7 +6,6 @@
 package simindex
 
 import (
-	"maps"
 	"math/bits"
 	"runtime"
 	"sort"
@@ -61,6 +60,15 @@ type Index struct {
 	IDs               []string
 	Sets              []Set
 	byID              map[string]int32
+
+	// For incremental updates (see Update): every song under each of its
+	// features, and the reverse index of the lists: song y under the first
+	// features of its prefix for its list's worst score, in the feature order
+	// fixed when the reverse index was last built.
+	postings [Features][]int32
+	rev      [Features][]int32
+	order    [Features]uint8 // position of each feature, rarest first
+	revSize  int             // songs when rev was last built
 }
 
 // New returns an empty index.
@@ -81,6 +89,9 @@ func (ix *Index) Add(id string, set Set) (i int32, ok bool) {
 	ix.IDs = append(ix.IDs, id)
 	ix.Sets = append(ix.Sets, set)
 	ix.byID[id] = i
+	for _, f := range set.Features() {
+		ix.postings[f] = append(ix.postings[f], i)
+	}
 	return i, true
 }
 
@@ -119,12 +130,54 @@ func (t *topList) offer(n Neighbor) {
 	t.list[pos] = n
 }
 
-// TopK computes song i's list by comparing it with every indexed song.
+// marks remembers which songs a search has met, without clearing between searches.
+type marks struct {
+	gen  uint32
+	seen []uint32
+}
+
+func (m *marks) reset(n int) {
+	if len(m.seen) < n {
+		m.seen = make([]uint32, n+n/4)
+		m.gen = 0
+	}
+	m.gen++
+	if m.gen == 0 { // wrapped: start over
+		clear(m.seen)
+		m.gen = 1
+	}
+}
+
+// first reports whether j is met for the first time in this search.
+func (m *marks) first(j int32) bool {
+	if m.seen[j] == m.gen {
+		return false
+	}
+	m.seen[j] = m.gen
+	return true
+}
+
+// TopK computes song i's list. Candidates come from the postings of i's
+// features, rarest first; once the list is full with worst score t, a song
+// that could still enter shares at least ceil(t·|i|) features with i, so it is
+// in one of the first |i| - ceil(t·|i|) + 1 postings: the rest are skipped.
 func (ix *Index) TopK(i int32) []Neighbor {
+	var m marks
+	return ix.topK(i, &m)
+}
+
+func (ix *Index) topK(i int32, m *marks) []Neighbor {
+	m.reset(len(ix.Sets))
+	m.first(i)
+	feats := ix.Sets[i].Features()
+	sort.Slice(feats, func(a, b int) bool { return len(ix.postings[feats[a]]) < len(ix.postings[feats[b]]) })
 	t := topList{ix: ix, cap: ix.K}
-	for j := range ix.Sets {
-		if n, ok := ix.Neighbor(i, int32(j)); ok && int32(j) != i {
-			t.offer(n)
+	for p := 0; p < prefixLen(&t, len(feats)); p++ {
+		for _, j := range ix.postings[feats[p]] {
+			if m.first(j) {
+				n, _ := ix.Neighbor(i, j)
+				t.offer(n)
+			}
 		}
 	}
 	return t.list
@@ -146,14 +199,55 @@ func (ix *Index) enters(list []Neighbor, n Neighbor) ([]Neighbor, bool) {
 	return t.list, true
 }
 
+// revPrefix is how many of song y's features, in rev order, y is listed under
+// for a list whose worst entry is worst (all of them while the list is not full).
+func (ix *Index) revPrefix(y int32, list []Neighbor) []int {
+	feats := ix.Sets[y].Features()
+	sort.Slice(feats, func(a, b int) bool { return ix.order[feats[a]] < ix.order[feats[b]] })
+	t := topList{cap: ix.K, list: list}
+	return feats[:prefixLen(&t, len(feats))]
+}
+
+// reindex orders the features rarest first by the current postings and lists
+// every song y under the features of its prefix for lists[y].
+func (ix *Index) reindex(lists [][]Neighbor) {
+	feats := make([]int, Features)
+	for f := range feats {
+		feats[f] = f
+	}
+	sort.SliceStable(feats, func(a, b int) bool { return len(ix.postings[feats[a]]) < len(ix.postings[feats[b]]) })
+	for pos, f := range feats {
+		ix.order[f] = uint8(pos)
+		ix.rev[f] = ix.rev[f][:0]
+	}
+	for y := range ix.Sets {
+		var l []Neighbor
+		if y < len(lists) {
+			l = lists[y]
+		}
+		for _, f := range ix.revPrefix(int32(y), l) {
+			ix.rev[f] = append(ix.rev[f], int32(y))
+		}
+	}
+	ix.revSize = len(ix.Sets)
+}
+
 // Update computes what adding the songs added (indexes from Add, already in
-// the index) does to the lists: each added song gets its own list, and every
-// other song's list (lists[y], its current top-K) takes in the added songs that
-// rank in it. It returns only the lists that changed, by song; lists itself is
-// not modified, so a caller can keep it as the stored state until the change is
-// stored. Adding a song
-// that is already in every list it ranks in changes nothing there. The scan of
-// every song is spread over all CPUs.
+// the index) does to the lists: each added song gets its own list (TopK), and
+// every other song's list (lists[y], its current top-K) takes in the added
+// songs that rank in it. It returns only the lists that changed, by song;
+// lists itself is not modified, so a caller can keep it as the stored state
+// until the change is stored, then copy the changes in. Applying the same
+// songs again changes no list but their own, recomputed to the same.
+//
+// An added song x can enter y's list, whose worst score is t, only if
+// J(x, y) ≥ t, so x shares at least ceil(t·|y|) features with y and holds one
+// of y's first |y| - ceil(t·|y|) + 1 features (in any fixed order). The
+// reverse index lists each y under those features for the worst score its
+// list had when it was listed; worst scores only grow, so that prefix holds
+// every feature the current one does, and looking x's features up in it finds
+// every list x can enter. The reverse index is rebuilt, rarest features first,
+// whenever the index has doubled since the last build.
 func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor {
 	isAdded := make(map[int32]bool, len(added))
 	var news []int32
@@ -163,55 +257,89 @@ func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor 
 			news = append(news, x)
 		}
 	}
-	changed := make(map[int32][]Neighbor, len(news)*(ix.K+1))
-	var mu sync.Mutex
-	workers := runtime.GOMAXPROCS(0)
-	var wg sync.WaitGroup
-	// Each added song's own list, one song per worker at a time.
-	var next atomic.Int64
-	for range workers {
-		wg.Go(func() {
-			for k := next.Add(1) - 1; k < int64(len(news)); k = next.Add(1) - 1 {
-				l := ix.TopK(news[k])
-				mu.Lock()
-				changed[news[k]] = l
-				mu.Unlock()
-			}
-		})
+	if len(ix.Sets) >= 2*ix.revSize {
+		ix.reindex(lists)
 	}
-	// Every other song's list, in contiguous chunks.
-	n := len(ix.Sets)
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
+	type entry struct {
+		y  int32
+		nb Neighbor
+	}
+	// The bar each list sets, compact, so the scan below reads no list: a
+	// candidate that cannot beat it (score below, or equal with fewer
+	// shared) is rejected on the spot; only the rest are offered.
+	type bar struct{ shared, union uint8 } // union 0: the list is not full
+	bars := make([]bar, len(ix.Sets))
+	for y := range min(len(lists), len(bars)) {
+		if l := lists[y]; len(l) == ix.K {
+			bars[y] = bar{l[len(l)-1].Shared, l[len(l)-1].Union}
+		}
+	}
+	sizes := make([]uint8, len(ix.Sets))
+	for y, set := range ix.Sets {
+		sizes[y] = uint8(set.Len())
+	}
+	own := make([][]Neighbor, len(news))
+	entering := make([][]entry, len(news))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
-			local := map[int32][]Neighbor{}
-			for y := lo; y < hi; y++ {
-				if isAdded[int32(y)] {
-					continue
+			var m marks
+			for k := next.Add(1) - 1; k < int64(len(news)); k = next.Add(1) - 1 {
+				x := news[k]
+				own[k] = ix.topK(x, &m)
+				m.reset(len(ix.Sets))
+				for _, a := range news {
+					m.first(a) // added songs get their lists from topK
 				}
-				var l []Neighbor
-				if y < len(lists) {
-					l = lists[y]
-				}
-				entered := false
-				for _, x := range news {
-					if nb, ok := ix.Neighbor(int32(y), x); ok {
-						if nl, in := ix.enters(l, nb); in {
-							l, entered = nl, true
+				sx := ix.Sets[x]
+				for _, f := range sx.Features() {
+					for _, y := range ix.rev[f] {
+						if !m.first(y) {
+							continue
 						}
+						sh := interLen(sx, ix.Sets[y])
+						if sh == 0 {
+							continue
+						}
+						un := int(sizes[x]) + int(sizes[y]) - sh
+						if b := bars[y]; b.union != 0 {
+							if l, r := sh*int(b.union), int(b.shared)*un; l < r || (l == r && sh < int(b.shared)) {
+								continue
+							}
+						}
+						nb := Neighbor{Song: x, Shared: uint8(sh), Union: uint8(un)}
+						if int(y) < len(lists) {
+							if _, in := ix.enters(lists[y], nb); !in {
+								continue
+							}
+						}
+						entering[k] = append(entering[k], entry{y, nb})
 					}
 				}
-				if entered {
-					local[int32(y)] = l
-				}
 			}
-			mu.Lock()
-			maps.Copy(changed, local)
-			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	changed := make(map[int32][]Neighbor, len(news)*(ix.K+1))
+	for k, x := range news {
+		changed[x] = own[k]
+		for _, e := range entering[k] {
+			l, seen := changed[e.y]
+			if !seen && int(e.y) < len(lists) {
+				l = lists[e.y]
+			}
+			if nl, in := ix.enters(l, e.nb); in {
+				changed[e.y] = nl
+			}
+		}
+	}
+	// List the added songs in the reverse index under their new lists' prefixes.
+	for k, x := range news {
+		for _, f := range ix.revPrefix(x, own[k]) {
+			ix.rev[f] = append(ix.rev[f], x)
+		}
+	}
 	return changed
 }
 
