@@ -18,9 +18,12 @@
 package midiparse
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
+	"sync"
 )
 
 // DrumChannel is the 0-based channel General MIDI reserves for percussion.
@@ -52,12 +55,31 @@ type Profile struct {
 	Instruments     []Instrument // melodic by program, then drums
 }
 
+// noteBuffers recycles the note buffers of finished parses: a file's notes are
+// its bulk, and allocating them anew for every file is most of the garbage a
+// busy worker makes.
+var noteBuffers = sync.Pool{New: func() any { return new([]note) }}
+
+// maxPooledNotes bounds the buffers kept: an outsized file's buffer is dropped.
+const maxPooledNotes = 1 << 20
+
 // Parse decodes data and computes its profile. Every error wraps ErrInvalid.
+// It is safe for concurrent use.
 func Parse(data []byte) (Profile, error) {
 	if len(data) > MaxFileSize {
 		return Profile{}, fmt.Errorf("%w: %d bytes is over the %d byte limit", ErrInvalid, len(data), MaxFileSize)
 	}
-	f, err := readSMF(data)
+	buf := noteBuffers.Get().(*[]note)
+	f, err := readSMF(data, *buf)
+	defer func() {
+		if f != nil {
+			if cap(f.notes) > maxPooledNotes {
+				return
+			}
+			*buf = f.notes[:0]
+		}
+		noteBuffers.Put(buf)
+	}()
 	if err != nil {
 		return Profile{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -73,11 +95,11 @@ func (f *smfFile) profile() (Profile, error) {
 	if !clk.smpte {
 		p.TicksPerQuarter = f.division
 	}
-	var counts noteCounts
+	counts := noteCounts{drums: f.drums}
 	if f.format == 2 {
 		for i := range f.tracks {
 			tr := f.tracks[i : i+1]
-			counts.add(mergeEvents(tr))
+			counts.add(f.notes[tr[0].notesStart:tr[0].notesEnd], tr)
 			tempos := mergeTempos(tr)
 			if i == 0 {
 				p.InitialBPM = initialBPM(tempos)
@@ -87,7 +109,7 @@ func (f *smfFile) profile() (Profile, error) {
 			}
 		}
 	} else {
-		counts.add(mergeEvents(f.tracks))
+		counts.add(f.notes, f.tracks)
 		tempos := mergeTempos(f.tracks)
 		p.InitialBPM = initialBPM(tempos)
 		var last int64
@@ -106,17 +128,36 @@ type noteCounts struct {
 	drums   int
 }
 
-// add applies the events (already in merged order) to fresh channel state.
-func (c *noteCounts) add(evs []event) {
-	var program [16]uint8
-	for _, e := range evs {
-		switch {
-		case !e.isNote:
-			program[e.channel] = e.program
-		case e.channel == DrumChannel:
-			c.drums++
-		default:
-			c.melodic[program[e.channel]]++
+// add counts melodic notes of tracks (merged on one timeline) by the program in
+// effect on their channel at their tick. On the merged timeline events go by
+// tick, Program Changes before Note Ons at equal ticks, then track order, then
+// position in the track; so a note takes the last change on its channel, in
+// that order, at or before its tick, and program 0 if there is none. Only the
+// changes need ordering: each note looks its program up, in any order.
+func (c *noteCounts) add(notes []note, tracks []track) {
+	var byChannel [16][]programChange
+	for _, tr := range tracks {
+		for _, pc := range tr.programs {
+			byChannel[pc.channel] = append(byChannel[pc.channel], pc)
+		}
+	}
+	for _, pcs := range byChannel {
+		if len(tracks) > 1 { // one track's changes are in tick order already
+			slices.SortStableFunc(pcs, func(a, b programChange) int { return cmp.Compare(a.tick, b.tick) })
+		}
+	}
+	for _, n := range notes {
+		pcs := byChannel[n.channel]
+		if len(pcs) == 0 {
+			c.melodic[0]++
+			continue
+		}
+		// The first change after the note's tick; the one before it applies.
+		i := sort.Search(len(pcs), func(i int) bool { return pcs[i].tick > n.tick })
+		if i == 0 {
+			c.melodic[0]++
+		} else {
+			c.melodic[pcs[i-1].program]++
 		}
 	}
 }
@@ -132,37 +173,6 @@ func (c *noteCounts) instruments() []Instrument {
 		out = append(out, Instrument{Drums: true, Notes: c.drums})
 	}
 	return out
-}
-
-// mergeEvents returns the program and note events of tracks on one timeline:
-// by tick, Program Changes before Note Ons at equal ticks, then track order,
-// then position in the track.
-func mergeEvents(tracks []track) []event {
-	var n int
-	for _, tr := range tracks {
-		n += len(tr.events)
-	}
-	evs := make([]event, 0, n)
-	for _, tr := range tracks {
-		evs = append(evs, tr.events...)
-	}
-	slices.SortStableFunc(evs, func(a, b event) int {
-		if a.tick != b.tick {
-			if a.tick < b.tick {
-				return -1
-			}
-			return 1
-		}
-		return boolRank(a.isNote) - boolRank(b.isNote)
-	})
-	return evs
-}
-
-func boolRank(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // mergeTempos returns the tempo changes of tracks by tick, then track order.

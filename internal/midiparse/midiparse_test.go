@@ -67,6 +67,10 @@ func TestParseSemantics(t *testing.T) {
 			[]Instrument{{Program: 33, Notes: 1}}},
 		{"format 1 applies program changes first at equal ticks", 1, [][]timed{{on(10, 3, 40, 80)}, {pc(10, 3, 56)}},
 			[]Instrument{{Program: 56, Notes: 1}}},
+		{"format 1: of changes at one tick, the later track's wins", 1, [][]timed{{on(5, 3, 40, 80), pc(5, 3, 10)}, {pc(10, 3, 20)}, {on(10, 3, 41, 80)}},
+			[]Instrument{{Program: 0, Notes: 1}, {Program: 20, Notes: 1}}},
+		{"format 1: a later track's change applies from its tick on", 1, [][]timed{{on(0, 5, 40, 80), on(10, 5, 41, 80), on(10, 5, 42, 80)}, {pc(10, 5, 30)}},
+			[]Instrument{{Program: 0, Notes: 1}, {Program: 30, Notes: 2}}},
 		{"format 2 resets state per track", 2, [][]timed{{pc(0, 4, 73), on(0, 4, 70, 80)}, {on(0, 4, 70, 80)}},
 			[]Instrument{{Program: 0, Notes: 1}, {Program: 73, Notes: 1}}},
 	}

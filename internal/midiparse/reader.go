@@ -18,21 +18,30 @@ type smfFile struct {
 	format   int
 	division int // raw header division word
 	tracks   []track
+	notes    []note // the melodic Note Ons of all tracks, track after track
+	drums    int    // Note Ons on the drum channel: no program to look up
 }
 
 type track struct {
-	events   []event
-	tempos   []tempoChange
-	lastTick int64 // absolute tick of the track's last message
-	messages int
+	programs   []programChange // in track order, which is tick order
+	tempos     []tempoChange
+	notesStart int   // the track's notes are notes[notesStart:notesEnd]
+	notesEnd   int   //
+	lastTick   int64 // absolute tick of the track's last message
+	messages   int
 }
 
-// event is a Program Change or a sounding Note On on a track's timeline.
-type event struct {
+// programChange is a Program Change on a track's timeline.
+type programChange struct {
 	tick    int64
-	isNote  bool
 	channel uint8
-	program uint8 // Program Change only
+	program uint8
+}
+
+// note is a sounding Note On on a melodic channel.
+type note struct {
+	tick    int64
+	channel uint8
 }
 
 type tempoChange struct {
@@ -94,7 +103,8 @@ func (r *reader) chunkHeader() (id string, size uint32, err error) {
 	return string(h[:4]), binary.BigEndian.Uint32(h[4:]), nil
 }
 
-func readSMF(data []byte) (*smfFile, error) {
+// readSMF reads the file; notes is a buffer to append its notes to (f.notes).
+func readSMF(data []byte, notes []note) (*smfFile, error) {
 	r := &reader{data: data}
 	id, size, err := r.chunkHeader()
 	if err != nil || id != "MThd" {
@@ -111,10 +121,11 @@ func readSMF(data []byte) (*smfFile, error) {
 	}
 	// The track count is read as a signed 16-bit number, like the reference does.
 	declared := int(int16(binary.BigEndian.Uint16(header[2:])))
+	f.notes = notes[:0]
 	for i := 0; i < declared; i++ {
-		tr, err := r.track()
+		tr, err := r.track(f)
 		if err != nil {
-			return nil, fmt.Errorf("track %d of %d: %w", i+1, declared, err)
+			return f, fmt.Errorf("track %d of %d: %w", i+1, declared, err)
 		}
 		f.tracks = append(f.tracks, tr)
 	}
@@ -137,11 +148,11 @@ var messageLength = func() (l [256]int) {
 	return l
 }()
 
-// track reads one MTrk chunk. Like the reference, it stops when the bytes read
-// equal the declared length exactly; an event that runs past the declared end
-// keeps reading, and the file then fails further on.
-func (r *reader) track() (track, error) {
-	var tr track
+// track reads one MTrk chunk, appending its notes to f. Like the reference, it
+// stops when the bytes read equal the declared length exactly; an event that
+// runs past the declared end keeps reading, and the file then fails further on.
+func (r *reader) track(f *smfFile) (track, error) {
+	tr := track{notesStart: len(f.notes)}
 	id, size, err := r.chunkHeader()
 	if err != nil {
 		return tr, err
@@ -206,20 +217,25 @@ func (r *reader) track() (track, error) {
 					return tr, fmt.Errorf("data byte 0x%02X out of range 0..127 at byte %d", b, at)
 				}
 			}
-			tr.channelMessage(midi.Message(msg[:n]), tick)
+			tr.channelMessage(f, midi.Message(msg[:n]), tick)
 		}
 	}
+	tr.notesEnd = len(f.notes)
 	return tr, nil
 }
 
 // channelMessage records Program Changes and sounding Note Ons, decoded by gomidi.
-func (tr *track) channelMessage(m midi.Message, tick int64) {
+func (tr *track) channelMessage(f *smfFile, m midi.Message, tick int64) {
 	var channel, key, velocity, program uint8
 	switch {
 	case m.GetNoteStart(&channel, &key, &velocity):
-		tr.events = append(tr.events, event{tick: tick, isNote: true, channel: channel})
+		if channel == DrumChannel {
+			f.drums++
+		} else {
+			f.notes = append(f.notes, note{tick: tick, channel: channel})
+		}
 	case m.GetProgramChange(&channel, &program):
-		tr.events = append(tr.events, event{tick: tick, channel: channel, program: program})
+		tr.programs = append(tr.programs, programChange{tick: tick, channel: channel, program: program})
 	}
 }
 
