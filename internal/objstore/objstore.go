@@ -70,6 +70,9 @@ func New(ctx context.Context, cfg S3Config) (*Client, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		o.UsePathStyle = cfg.PathStyle
+		// Self-hosted servers send no checksums; without this the SDK logs a
+		// line on stderr for every object read.
+		o.DisableLogOutputChecksumValidationSkipped = true
 	})
 	return &Client{cfg: cfg, s3: client}, nil
 }

@@ -61,7 +61,10 @@ func Start(root, logPath string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--access", cfg.AccessKey, "--secret", cfg.SecretKey, "--port", addr, "posix", root)
+	// Without --keep-alive the gateway closes the connection after every
+	// response, so every object read costs a new TCP connection; --quiet
+	// stops it logging every request.
+	cmd := exec.Command(bin, "--access", cfg.AccessKey, "--secret", cfg.SecretKey, "--port", addr, "--keep-alive", "--quiet", "posix", root)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
