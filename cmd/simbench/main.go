@@ -2,7 +2,8 @@
 // throwaway Postgres cluster, writes synthetic songs (statistics of the shared
 // corpus, seeded), times `similarity rebuild`, then loads
 // /v1/songs/{id}/similar with vegeta: closed loop with N concurrent clients,
-// and open loop at a fixed rate with up to N in flight.
+// and open loop at a fixed rate with up to N in flight; then, where wrk is
+// installed, closed loop with wrk against /similar and /healthz.
 package main
 
 import (
@@ -13,7 +14,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -115,6 +120,46 @@ func run(ctx context.Context) error {
 	}
 	attack(fmt.Sprintf("closed loop, %d concurrent clients", *clients), vegeta.ConstantPacer{})
 	attack(fmt.Sprintf("open loop, %d req/s, up to %d in flight", *rate, *clients), vegeta.ConstantPacer{Freq: *rate, Per: time.Second})
+	return wrkRuns(ctx, dir, base, ids, *clients, *duration, say)
+}
+
+// wrkRuns repeats the closed loop with wrk (Debian's package), a load
+// generator in C that leaves more of the shared CPUs to the server than
+// vegeta does, against /similar and, as the HTTP stack's own ceiling, /healthz.
+func wrkRuns(ctx context.Context, dir, base string, ids []string, clients int, duration time.Duration, say func(string, ...any)) error {
+	bin, err := exec.LookPath("wrk")
+	if err != nil {
+		say("wrk is not installed (apt-get install wrk): its closed-loop runs are skipped")
+		return nil
+	}
+	idFile := filepath.Join(dir, "ids.txt")
+	if err := os.WriteFile(idFile, []byte(strings.Join(ids, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	script := filepath.Join(dir, "similar.lua")
+	lua := fmt.Sprintf(`local ids = {}
+for line in io.lines(%q) do ids[#ids + 1] = line end
+request = function()
+  return wrk.format("GET", "/v1/songs/" .. ids[math.random(#ids)] .. "/similar?limit=10")
+end
+`, idFile)
+	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
+		return err
+	}
+	for _, run := range []struct{ name, path string }{{"/v1/songs/{random id}/similar?limit=10", "/"}, {"/healthz", "/healthz"}} {
+		args := []string{"-t", "2", "-c", strconv.Itoa(clients), "-d", duration.String(), "--latency", "--timeout", "10s"}
+		if run.path == "/" {
+			args = append(args, "-s", script)
+		}
+		out, err := exec.CommandContext(ctx, bin, append(args, base+run.path)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("wrk: %w\n%s", err, out)
+		}
+		say("RESULT wrk closed loop, %d connections, %s:", clients, run.name)
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			say("  %s", line)
+		}
+	}
 	return nil
 }
 

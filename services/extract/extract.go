@@ -116,7 +116,7 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 	// In-flight work finishes even after ctx ends: that is the graceful part.
 	workCtx := context.WithoutCancel(ctx)
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(w.opts.FetchBatch, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(w.opts.FetchBatch, jetstream.FetchMaxWait(events.FetchWait))
 		if err != nil {
 			w.d.Log.Warn("fetching messages", "error", err)
 			time.Sleep(200 * time.Millisecond)

@@ -112,7 +112,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	workCtx := context.WithoutCancel(ctx) // a batch in hand is finished after ctx ends
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(s.set.Batch, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(s.set.Batch, jetstream.FetchMaxWait(events.FetchWait))
 		if err != nil {
 			s.d.Log.Warn("fetching messages", "error", err)
 			time.Sleep(200 * time.Millisecond)
