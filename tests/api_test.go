@@ -1,14 +1,17 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -264,5 +267,50 @@ func TestAPIBadInput(t *testing.T) {
 	}
 	if a := p.account(); int64(len(seen)) != a.Songs {
 		t.Errorf("paging saw %d songs, the database has %d", len(seen), a.Songs)
+	}
+}
+
+// TestAPIClientGone: a request whose client left before the answer is recorded
+// as 499 and is not logged as a server error.
+func TestAPIClientGone(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testenv.PostgresURL(t)
+	st, err := store.Open(ctx, dbURL, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	pool, err := api.OpenPool(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	var logs bytes.Buffer
+	reg := ops.NewRegistry()
+	h := api.New(pool, slog.New(slog.NewJSONHandler(&logs, nil)), reg).Handler(ops.Handler(reg, nil))
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	req := httptest.NewRequest(http.MethodGet, "/v1/songs/0123456789abcdef0123456789abcdef/similar", nil).WithContext(gone)
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if strings.Contains(logs.String(), `"level":"ERROR"`) {
+		t.Errorf("a client that left was logged as an error:\n%s", logs.String())
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range families {
+		if f.GetName() != "scale_api_request_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				found = found || (l.GetName() == "code" && l.GetValue() == "499")
+			}
+		}
+	}
+	if !found {
+		t.Error("no request recorded with status 499")
 	}
 }

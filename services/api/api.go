@@ -120,6 +120,9 @@ func errBadRequest(format string, args ...any) error {
 func errNotFound(msg string) error { return &apiError{http.StatusNotFound, "not_found", msg} }
 
 // json runs h and writes its result or its error as JSON.
+// statusClientClosed is the status recorded for a request whose client left.
+const statusClientClosed = 499
+
 func (a *API) json(route string, h func(*http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -143,6 +146,12 @@ func (a *API) json(route string, h func(*http.Request) (any, error)) http.Handle
 		case errors.As(err, &ae):
 			status = ae.status
 			writeJSON(w, status, errorBody(ae.code, ae.msg))
+		case err != nil && r.Context().Err() != nil:
+			// The client went away (its query was cancelled with it): nobody
+			// reads an answer, and it is not the server's failure. 499 is the
+			// status proxies record for it.
+			status = statusClientClosed
+			a.log.Debug("client closed the request", "route", route, "error", err)
 		case err != nil:
 			status = http.StatusServiceUnavailable
 			a.log.Error("request failed", "route", route, "error", err)
