@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -48,19 +50,7 @@ func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
 		similarity.Settings{K: 10, MinInstruments: 3, Batch: 64})
 	go sim.Run(ctx) //nolint:errcheck // stopped by cancel
 	p.waitFor("every file finished", time.Minute, func(a store.Accounting) bool { return a.Discovered == int64(len(rels)) && a.Pending == 0 })
-	deadline := time.Now().Add(time.Minute)
-	for {
-		c, err := p.js.Consumer(ctx, events.StreamOutcomes, events.ConsumerSimilarity)
-		if err == nil {
-			if info, err := c.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer > 0 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("similarity did not catch up within a minute")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.waitSimilarity()
 	pool, err := api.OpenPool(ctx, p.pgURL)
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +60,25 @@ func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
 	server := httptest.NewServer(api.New(pool, p.log, reg).Handler(ops.Handler(reg, nil)))
 	t.Cleanup(server.Close)
 	return p, server
+}
+
+// waitSimilarity waits until the similarity consumer has every song applied.
+func (p *pipeline) waitSimilarity() {
+	p.t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := p.js.Consumer(ctx, events.StreamOutcomes, events.ConsumerSimilarity)
+		if err == nil {
+			if info, err := c.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatal("similarity did not catch up within a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // bruteForceTop10 recomputes every top-10 from song_instruments with float
@@ -312,5 +321,118 @@ func TestAPIClientGone(t *testing.T) {
 	}
 	if !found {
 		t.Error("no request recorded with status 499")
+	}
+}
+
+// storedTop lists every stored similarity list, by rank.
+func storedTop(t *testing.T, p *pipeline) map[string][]string {
+	t.Helper()
+	got := map[string][]string{}
+	err := p.store.SimilarLists(context.Background(), func(song string, others []string) error {
+		got[song] = others
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestSimilarityRestartLoadsStoredLists: a similarity service stopped after
+// half the corpus and started again after the rest loads the stored lists
+// instead of recomputing them, applies the songs it missed, and ends with
+// every list equal to the brute force; a service with other settings rebuilds.
+func TestSimilarityRestartLoadsStoredLists(t *testing.T) {
+	root := testenv.SharedCorpus(t)
+	rels, err := corpus.Files(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	halves := [2]string{t.TempDir(), t.TempDir()}
+	for i, rel := range rels {
+		data, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(halves[i%2], rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := newPipeline(t, testenv.NATS(t).ClientURL())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w := extract.New(extract.Deps{JS: p.js, Store: p.store, Objects: p.objects, Log: p.log, Metrics: prometheus.NewRegistry()},
+		extract.Options{Concurrency: 2, FetchBatch: 32})
+	go w.Run(ctx) //nolint:errcheck // stopped by cancel
+	settings := similarity.Settings{K: 10, MinInstruments: 3, Batch: 64}
+	rebuilds := func(reg *prometheus.Registry) float64 {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "scale_similarity_rebuilds_total" {
+				return f.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	runSimilarity := func(ctx context.Context, reg *prometheus.Registry) chan error {
+		done := make(chan error, 1)
+		sim := similarity.New(similarity.Deps{JS: p.js, Store: p.store, Log: p.log, Metrics: reg}, settings)
+		go func() { done <- sim.Run(ctx) }()
+		return done
+	}
+
+	firstCtx, stopFirst := context.WithCancel(ctx)
+	firstReg := prometheus.NewRegistry()
+	first := runSimilarity(firstCtx, firstReg)
+	half := int64(p.ingest(halves[0]).Published)
+	p.waitFor("the first half finished", time.Minute, func(a store.Accounting) bool { return a.Discovered == half && a.Pending == 0 })
+	p.waitSimilarity()
+	stopFirst()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if n := rebuilds(firstReg); n != 1 {
+		t.Errorf("first start over an empty database: %v rebuilds, want 1", n)
+	}
+
+	p.ingest(halves[1])
+	p.waitFor("every file finished", time.Minute, func(a store.Accounting) bool { return a.Discovered == int64(len(rels)) && a.Pending == 0 })
+	secondReg := prometheus.NewRegistry()
+	runSimilarity(ctx, secondReg)
+	p.waitSimilarity()
+	if n := rebuilds(secondReg); n != 0 {
+		t.Errorf("restart with the same settings: %v rebuilds, want 0 (the stored lists load)", n)
+	}
+	want := bruteForceTop10(t, p)
+	got := storedTop(t, p)
+	for id, ids := range want {
+		if len(ids) > 0 && fmt.Sprint(got[id]) != fmt.Sprint(ids) {
+			t.Fatalf("after the restart, similar of %s = %v, brute force %v", id, got[id], ids)
+		}
+	}
+	if len(got) < len(want)/2 {
+		t.Fatalf("%d stored lists for %d songs", len(got), len(want))
+	}
+
+	settings.K = 5
+	thirdReg := prometheus.NewRegistry()
+	third := similarity.New(similarity.Deps{JS: p.js, Store: p.store, Log: p.log, Metrics: thirdReg}, settings)
+	if err := third.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := rebuilds(thirdReg); n != 1 {
+		t.Errorf("start with K changed from 10 to 5: %v rebuilds, want 1", n)
+	}
+	for id, ids := range storedTop(t, p) {
+		if len(ids) > 5 || fmt.Sprint(ids) != fmt.Sprint(want[id][:len(ids)]) {
+			t.Fatalf("after the rebuild with K=5, similar of %s = %v, want the first 5 of %v", id, ids, want[id])
+		}
 	}
 }

@@ -84,6 +84,12 @@ func run(ctx context.Context) error {
 		return err
 	}
 	say("RESULT similarity rebuild: %.1f s for %d songs", time.Since(start).Seconds(), len(ids))
+	start = time.Now()
+	restarted := similarity.New(similarity.Deps{Store: st, Log: log, Metrics: ops.NewRegistry()}, similarity.Settings{K: 10, MinInstruments: 3})
+	if err := restarted.Start(ctx); err != nil {
+		return err
+	}
+	say("RESULT similarity start over the stored lists (a restart): %.1f s", time.Since(start).Seconds())
 
 	pool, err := api.OpenPool(ctx, cluster.URL("postgres"))
 	if err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -75,15 +76,56 @@ func smallintArray(ids []int16) string {
 	return string(append(b, '}'))
 }
 
-// RebuildSimilar replaces every list (the table is emptied first) in one
-// transaction, then analyzes the table: until autovacuum gets to it, the
-// planner would otherwise take the freshly filled table for the empty one it
-// saw and scan all of it for every API request (measured: 11 req/s instead of
-// 10,000 right after a Lakh-size rebuild).
-func (s *Store) RebuildSimilar(ctx context.Context, lists map[string][]Similar) error {
+// SimilarityParams are the settings similarity lists are computed with.
+type SimilarityParams struct {
+	K, MinInstruments int
+}
+
+// StoredSimilarityParams returns the settings the stored lists were computed
+// with; ok is false when no rebuild has recorded any.
+func (s *Store) StoredSimilarityParams(ctx context.Context) (p SimilarityParams, ok bool, err error) {
+	err = s.Pool.QueryRow(ctx, "SELECT k, min_instruments FROM similarity_settings").Scan(&p.K, &p.MinInstruments)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, false, nil
+	}
+	if err != nil {
+		return p, false, fmt.Errorf("reading similarity settings: %w", err)
+	}
+	return p, true, nil
+}
+
+// SimilarLists calls fn with every stored list: the song and the other songs
+// by rank.
+func (s *Store) SimilarLists(ctx context.Context, fn func(song string, others []string) error) error {
+	rows, err := s.Pool.Query(ctx, "SELECT song, array_agg(other ORDER BY rank) FROM similar_songs GROUP BY song")
+	if err != nil {
+		return fmt.Errorf("reading similarity lists: %w", err)
+	}
+	defer rows.Close()
+	var song string
+	var others []string
+	_, err = pgx.ForEachRow(rows, []any{&song, &others}, func() error { return fn(song, others) })
+	if err != nil {
+		return fmt.Errorf("reading similarity lists: %w", err)
+	}
+	return nil
+}
+
+// RebuildSimilar replaces every list (the table is emptied first) and records
+// the settings they were computed with, in one transaction, then analyzes the
+// table: until autovacuum gets to it, the planner would otherwise take the
+// freshly filled table for the empty one it saw and scan all of it for every
+// API request (measured: 11 req/s instead of 10,000 right after a Lakh-size
+// rebuild).
+func (s *Store) RebuildSimilar(ctx context.Context, lists map[string][]Similar, p SimilarityParams) error {
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "TRUNCATE similar_songs"); err != nil {
 			return fmt.Errorf("rebuilding similarity lists: %w", err)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO similarity_settings (k, min_instruments) VALUES ($1, $2)
+			ON CONFLICT (only_row) DO UPDATE SET k = EXCLUDED.k, min_instruments = EXCLUDED.min_instruments`, p.K, p.MinInstruments)
+		if err != nil {
+			return fmt.Errorf("recording similarity settings: %w", err)
 		}
 		return copySimilar(ctx, tx, lists)
 	})

@@ -94,7 +94,8 @@ func TestOpenGivesUpOnAbsentServer(t *testing.T) {
 }
 
 // TestWriteAndRebuildSimilar: WriteSimilar rewrites only the ranks it is given
-// and keeps the others; RebuildSimilar replaces every list.
+// and keeps the others; RebuildSimilar replaces every list and records the
+// settings; SimilarLists reads the lists back by rank.
 func TestWriteAndRebuildSimilar(t *testing.T) {
 	s := testenv.Store(t)
 	ctx := context.Background()
@@ -130,10 +131,28 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 	if got := read(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("after two writes:\n got %v\nwant %v", got, want)
 	}
-	if err := s.RebuildSimilar(ctx, map[string][]store.Similar{"c": {a3}}); err != nil {
+	if _, ok, err := s.StoredSimilarityParams(ctx); ok || err != nil {
+		t.Fatalf("settings recorded before any rebuild (%v)", err)
+	}
+	for _, p := range []store.SimilarityParams{{K: 10, MinInstruments: 3}, {K: 5, MinInstruments: 4}} {
+		if err := s.RebuildSimilar(ctx, map[string][]store.Similar{"c": {a3}, "d": {b1, a2new}}, p); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := s.StoredSimilarityParams(ctx); !ok || err != nil || got != p {
+			t.Errorf("settings %+v (%v, %v), want %+v", got, ok, err, p)
+		}
+	}
+	if got := read(); fmt.Sprint(got) != fmt.Sprint(map[string][]store.Similar{"c": {a3}, "d": {b1, a2new}}) {
+		t.Errorf("after rebuild: %v", got)
+	}
+	lists := map[string][]string{}
+	if err := s.SimilarLists(ctx, func(song string, others []string) error {
+		lists[song] = others
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(); fmt.Sprint(got) != fmt.Sprint(map[string][]store.Similar{"c": {a3}}) {
-		t.Errorf("after rebuild: %v", got)
+	if fmt.Sprint(lists) != "map[c:[c] d:[a d]]" {
+		t.Errorf("SimilarLists gave %v", lists)
 	}
 }

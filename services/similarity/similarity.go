@@ -1,12 +1,14 @@
 // Package similarity keeps every song's top-K most similar songs (exact Jaccard
 // over instrument sets) in Postgres. At start it loads all instrument sets and
-// recomputes every list; then it applies midi.extracted events a fetched batch
+// the stored lists (recomputing every list instead when they were computed with
+// other settings, or never); then it applies midi.extracted events a fetched batch
 // at a time: the new songs get their lists, and the lists they enter are
 // updated, in one transaction per batch, acknowledged after commit.
 package similarity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,13 +40,14 @@ type Deps struct {
 
 // Service holds the index and every song's current list.
 type Service struct {
-	d       Deps
-	set     Settings
-	ix      *simindex.Index
-	lists   [][]simindex.Neighbor
-	applied prometheus.Counter
-	changed prometheus.Counter
-	songs   prometheus.Gauge
+	d        Deps
+	set      Settings
+	ix       *simindex.Index
+	lists    [][]simindex.Neighbor
+	applied  prometheus.Counter
+	changed  prometheus.Counter
+	rebuilds prometheus.Counter
+	songs    prometheus.Gauge
 }
 
 // New returns a service with an empty index.
@@ -56,21 +59,86 @@ func New(d Deps, s Settings) *Service {
 			Name: "scale_similarity_applied_total", Help: "midi.extracted events applied."})),
 		changed: ops.Register(d.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scale_similarity_lists_written_total", Help: "Similarity lists rewritten by applied events."})),
+		rebuilds: ops.Register(d.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scale_similarity_rebuilds_total", Help: "Full recomputations of every list (at start when the stored lists do not fit, or on demand)."})),
 		songs: ops.Register(d.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "scale_similarity_indexed_songs", Help: "Songs in the similarity index."})),
 	}
+}
+
+// errStale marks stored lists that do not fit the index.
+var errStale = errors.New("stored similarity lists do not fit the songs and settings")
+
+// loadIndex builds the index from every instrument set in Postgres.
+func (s *Service) loadIndex(ctx context.Context) error {
+	s.ix = simindex.New(s.set.K, s.set.MinInstruments)
+	err := s.d.Store.InstrumentSets(ctx, func(id string, instruments []int16) error {
+		s.ix.Add(id, toSet(instruments))
+		return nil
+	})
+	s.songs.Set(float64(s.ix.Len()))
+	return err
+}
+
+// params are the settings the lists depend on.
+func (s *Service) params() store.SimilarityParams {
+	return store.SimilarityParams{K: s.set.K, MinInstruments: s.set.MinInstruments}
+}
+
+// Start prepares the service: it loads the index and the stored lists when
+// they were computed with this service's settings, which is quick, and
+// rebuilds every list otherwise (first start, changed settings, or stored
+// lists that do not fit the songs).
+func (s *Service) Start(ctx context.Context) error {
+	start := time.Now()
+	stored, ok, err := s.d.Store.StoredSimilarityParams(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok || stored != s.params() {
+		s.d.Log.Info("rebuilding similarity lists", "stored_settings", stored, "recorded", ok, "settings", s.params())
+		return s.Rebuild(ctx, nil)
+	}
+	if err := s.loadIndex(ctx); err != nil {
+		return err
+	}
+	s.lists = make([][]simindex.Neighbor, s.ix.Len())
+	err = s.d.Store.SimilarLists(ctx, func(song string, others []string) error {
+		i, ok := s.ix.Lookup(song)
+		if !ok || len(others) > s.set.K {
+			return errStale
+		}
+		list := make([]simindex.Neighbor, 0, len(others))
+		for _, other := range others {
+			j, ok := s.ix.Lookup(other)
+			if !ok {
+				return errStale
+			}
+			n, ok := s.ix.Neighbor(i, j)
+			if !ok {
+				return errStale
+			}
+			list = append(list, n)
+		}
+		s.lists[i] = list
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		s.d.Log.Warn("stored similarity lists do not fit the songs; rebuilding", "error", err)
+		return s.Rebuild(ctx, nil)
+	}
+	if err != nil {
+		return err
+	}
+	s.d.Log.Info("similarity lists loaded", "songs", s.ix.Len(), "seconds", time.Since(start).Seconds())
+	return nil
 }
 
 // Rebuild loads every instrument set from Postgres, computes every list and
 // replaces the stored lists. progress, if not nil, gets progress lines.
 func (s *Service) Rebuild(ctx context.Context, progress io.Writer) error {
 	start := time.Now()
-	s.ix = simindex.New(s.set.K, s.set.MinInstruments)
-	err := s.d.Store.InstrumentSets(ctx, func(id string, instruments []int16) error {
-		s.ix.Add(id, toSet(instruments))
-		return nil
-	})
-	if err != nil {
+	if err := s.loadIndex(ctx); err != nil {
 		return err
 	}
 	say := func(format string, args ...any) {
@@ -90,20 +158,20 @@ func (s *Service) Rebuild(ctx context.Context, progress io.Writer) error {
 	for i := range s.lists {
 		rows[s.ix.IDs[i]] = s.rows(int32(i), s.lists[i], nil)
 	}
-	if err := s.d.Store.RebuildSimilar(ctx, rows); err != nil {
+	if err := s.d.Store.RebuildSimilar(ctx, rows, s.params()); err != nil {
 		return err
 	}
-	s.songs.Set(float64(s.ix.Len()))
+	s.rebuilds.Inc()
 	say("rebuilt %d lists in %.1f s", len(rows), time.Since(start).Seconds())
 	s.d.Log.Info("similarity rebuilt", "songs", s.ix.Len(), "seconds", time.Since(start).Seconds())
 	return nil
 }
 
-// Run rebuilds, then applies midi.extracted events until ctx ends, a fetched
-// batch at a time (up to Settings.Batch): one scan of the index and one
-// transaction per batch, acknowledged after commit.
+// Run starts (see Start), then applies midi.extracted events until ctx ends, a
+// fetched batch at a time (up to Settings.Batch): one update of the index and
+// one statement per batch, acknowledged after commit.
 func (s *Service) Run(ctx context.Context) error {
-	if err := s.Rebuild(ctx, nil); err != nil {
+	if err := s.Start(ctx); err != nil {
 		return err
 	}
 	cons, err := s.d.JS.CreateOrUpdateConsumer(ctx, events.StreamOutcomes, events.SimilarityConsumer(s.set.Batch))

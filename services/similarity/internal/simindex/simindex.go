@@ -95,6 +95,12 @@ func (ix *Index) Add(id string, set Set) (i int32, ok bool) {
 	return i, true
 }
 
+// Lookup returns the index of a song; ok is false when it is not indexed.
+func (ix *Index) Lookup(id string) (i int32, ok bool) {
+	i, ok = ix.byID[id]
+	return i, ok
+}
+
 // Len is the number of indexed songs.
 func (ix *Index) Len() int { return len(ix.IDs) }
 
