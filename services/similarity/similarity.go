@@ -27,7 +27,7 @@ import (
 type Settings struct {
 	K              int `conf:"default:10,help:similar songs kept per song"`
 	MinInstruments int `conf:"default:3,help:instruments a song needs to take part"`
-	Batch          int `conf:"default:256,help:midi.extracted events applied together: one scan of the index and one transaction"`
+	Batch          int `conf:"default:256,help:midi.extracted events applied together: one update of the index and one statement"`
 }
 
 // Deps are the explicit dependencies.
