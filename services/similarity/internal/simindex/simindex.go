@@ -59,6 +59,7 @@ type Index struct {
 	K, MinInstruments int
 	IDs               []string
 	Sets              []Set
+	sizes             []uint8 // Sets[i].Len(), kept: comparisons need it all the time
 	byID              map[string]int32
 
 	// For incremental updates (see Update): every song under each of its
@@ -88,6 +89,7 @@ func (ix *Index) Add(id string, set Set) (i int32, ok bool) {
 	i = int32(len(ix.IDs))
 	ix.IDs = append(ix.IDs, id)
 	ix.Sets = append(ix.Sets, set)
+	ix.sizes = append(ix.sizes, uint8(set.Len()))
 	ix.byID[id] = i
 	for _, f := range set.Features() {
 		ix.postings[f] = append(ix.postings[f], i)
@@ -280,10 +282,7 @@ func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor 
 			bars[y] = bar{l[len(l)-1].Shared, l[len(l)-1].Union}
 		}
 	}
-	sizes := make([]uint8, len(ix.Sets))
-	for y, set := range ix.Sets {
-		sizes[y] = uint8(set.Len())
-	}
+	sizes := ix.sizes
 	own := make([][]Neighbor, len(news))
 	entering := make([][]entry, len(news))
 	var next atomic.Int64
@@ -478,5 +477,5 @@ func (ix *Index) Neighbor(i, j int32) (Neighbor, bool) {
 	if s == 0 {
 		return Neighbor{}, false
 	}
-	return Neighbor{Song: j, Shared: uint8(s), Union: uint8(ix.Sets[i].Len() + ix.Sets[j].Len() - s)}, true
+	return Neighbor{Song: j, Shared: uint8(s), Union: uint8(int(ix.sizes[i]) + int(ix.sizes[j]) - s)}, true
 }
