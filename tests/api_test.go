@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,9 @@ func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
 	}
 	t.Cleanup(pool.Close)
 	reg := ops.NewRegistry()
-	server := httptest.NewServer(api.New(pool, p.log, reg).Handler(ops.Handler(reg, nil)))
+	a := api.New(pool, p.log, reg, api.Settings{CacheSongs: 1000})
+	go a.Run(ctx) //nolint:errcheck // stopped by cancel
+	server := httptest.NewServer(a.Handler(ops.Handler(reg, nil)))
 	t.Cleanup(server.Close)
 	return p, server
 }
@@ -197,12 +200,76 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 			}
 		}
 	}
-	check("incremental")
+	check("incremental") // from the database, filling the API's cache
+	check("cached")
+	if hits := cacheLookups(t, server.URL, "hit"); hits < float64(len(want)) {
+		t.Errorf("%v cache hits after asking for %d lists twice", hits, len(want))
+	}
+
+	// A write to similar_songs reaches the API within a version poll.
+	var song, other string
+	for id, ids := range want {
+		if len(ids) > 1 {
+			song, other = id, ids[1]
+			break
+		}
+	}
+	firstOf := func(id string) (string, float64) {
+		var body struct {
+			Similar []struct {
+				ID    string
+				Score float64
+			}
+		}
+		getJSON(t, server.URL+"/v1/songs/"+id+"/similar?limit=1", &body)
+		if len(body.Similar) == 0 {
+			return "", 0
+		}
+		return body.Similar[0].ID, body.Similar[0].Score
+	}
+	eventually := func(what string, cond func() bool) {
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("the API did not show %s within 5 s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if err := p.store.WriteSimilar(context.Background(), map[string][]store.Similar{
+		song: {{Rank: 1, Other: other, Score: 0.125, Shared: []int16{0}}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually("a rewritten rank", func() bool { id, score := firstOf(song); return id == other && score == 0.125 })
+
 	sim := similarity.New(similarity.Deps{Store: p.store, Log: p.log, Metrics: prometheus.NewRegistry()}, similarity.Settings{K: 10, MinInstruments: 3})
 	if err := sim.Rebuild(context.Background(), io.Discard); err != nil {
 		t.Fatal(err)
 	}
+	eventually("the rebuilt lists", func() bool { id, _ := firstOf(song); return id == want[song][0] })
 	check("rebuild")
+}
+
+// cacheLookups reads the API's similar-list cache counter for a result.
+func cacheLookups(t *testing.T, base, result string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	prefix := `scale_api_similar_cache_lookups_total{result="` + result + `"} `
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 // TestAPIBadInput: bad input gets a 4xx JSON error, never a 500.
@@ -296,7 +363,7 @@ func TestAPIClientGone(t *testing.T) {
 	t.Cleanup(pool.Close)
 	var logs bytes.Buffer
 	reg := ops.NewRegistry()
-	h := api.New(pool, slog.New(slog.NewJSONHandler(&logs, nil)), reg).Handler(ops.Handler(reg, nil))
+	h := api.New(pool, slog.New(slog.NewJSONHandler(&logs, nil)), reg, api.Settings{}).Handler(ops.Handler(reg, nil))
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	req := httptest.NewRequest(http.MethodGet, "/v1/songs/0123456789abcdef0123456789abcdef/similar", nil).WithContext(gone)

@@ -109,7 +109,9 @@ func run(ctx context.Context) error {
 			return err
 		}
 		defer pool.Close()
-		apiHandler := api.New(pool, log, infra.Registry).Handler(ops.Handler(infra.Registry, map[string]ops.Check{"postgres": pool.Ping}))
+		a := api.New(pool, log, infra.Registry, cfg.API)
+		g.Go(func() error { return a.Run(gctx) })
+		apiHandler := a.Handler(ops.Handler(infra.Registry, map[string]ops.Check{"postgres": pool.Ping}))
 		g.Go(func() error { return ops.Serve(gctx, cfg.API.Addr, apiHandler, log) })
 		fmt.Fprintf(os.Stderr, "scale: web page and API at http://%s/\n", cfg.API.Addr)
 		g.Go(func() error {

@@ -35,7 +35,7 @@ type Similar struct {
 }
 
 // WriteSimilar writes entries of songs' lists, each at its rank, replacing
-// what those ranks held, in one statement. Entries not given keep their rows:
+// what those ranks held, in one statement, and bumps the version. Entries not given keep their rows:
 // an incremental update sends only the ranks that changed (a list never
 // shrinks when songs are added). Rewriting a rank in place is a HOT update (no
 // index entry changes), far cheaper than deleting and inserting the list.
@@ -52,16 +52,22 @@ func (s *Store) WriteSimilar(ctx context.Context, lists map[string][]Similar) er
 	if len(songs) == 0 {
 		return nil
 	}
-	_, err := s.Pool.Exec(ctx, `INSERT INTO similar_songs (song, rank, other, score, shared)
+	var b pgx.Batch
+	b.Queue(`INSERT INTO similar_songs (song, rank, other, score, shared)
 		SELECT song, rank, other, score, shared::smallint[]
 		FROM unnest($1::text[], $2::smallint[], $3::text[], $4::float8[], $5::text[]) AS u(song, rank, other, score, shared)
 		ON CONFLICT (song, rank) DO UPDATE SET other = EXCLUDED.other, score = EXCLUDED.score, shared = EXCLUDED.shared`,
 		songs, ranks, others, scores, shared)
+	b.Queue(bumpSimilarVersion)
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
 	if err != nil {
 		return fmt.Errorf("writing %d similarity entries: %w", len(songs), err)
 	}
 	return nil
 }
+
+// bumpSimilarVersion runs in every transaction that writes similar_songs.
+const bumpSimilarVersion = "UPDATE similar_songs_version SET version = version + 1"
 
 // smallintArray is the Postgres literal of ids: {1,2,3}.
 func smallintArray(ids []int16) string {
@@ -126,6 +132,9 @@ func (s *Store) RebuildSimilar(ctx context.Context, lists map[string][]Similar, 
 			ON CONFLICT (only_row) DO UPDATE SET k = EXCLUDED.k, min_instruments = EXCLUDED.min_instruments`, p.K, p.MinInstruments)
 		if err != nil {
 			return fmt.Errorf("recording similarity settings: %w", err)
+		}
+		if _, err := tx.Exec(ctx, bumpSimilarVersion); err != nil {
+			return fmt.Errorf("rebuilding similarity lists: %w", err)
 		}
 		return copySimilar(ctx, tx, lists)
 	})

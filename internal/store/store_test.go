@@ -131,6 +131,16 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 	if got := read(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("after two writes:\n got %v\nwant %v", got, want)
 	}
+	version := func() int64 {
+		var v int64
+		if err := s.Pool.QueryRow(ctx, "SELECT version FROM similar_songs_version").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := version(); v != 2 {
+		t.Errorf("version %d after two writes, want 2", v)
+	}
 	if _, ok, err := s.StoredSimilarityParams(ctx); ok || err != nil {
 		t.Fatalf("settings recorded before any rebuild (%v)", err)
 	}
@@ -144,6 +154,9 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 	}
 	if got := read(); fmt.Sprint(got) != fmt.Sprint(map[string][]store.Similar{"c": {a3}, "d": {b1, a2new}}) {
 		t.Errorf("after rebuild: %v", got)
+	}
+	if v := version(); v != 4 {
+		t.Errorf("version %d after two writes and two rebuilds, want 4", v)
 	}
 	lists := map[string][]string{}
 	if err := s.SimilarLists(ctx, func(song string, others []string) error {

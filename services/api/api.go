@@ -36,7 +36,8 @@ var assets embed.FS
 
 // Settings are the API flags and SCALE_API_* variables.
 type Settings struct {
-	Addr string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
+	Addr       string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
+	CacheSongs int    `conf:"default:200000,help:songs whose similar lists are kept in memory (about 1 KB each; 0 turns the cache off)"`
 }
 
 const (
@@ -50,6 +51,7 @@ type API struct {
 	pool     *pgxpool.Pool
 	log      *slog.Logger
 	requests *prometheus.HistogramVec
+	cache    *similarCache
 }
 
 // OpenPool connects to url with every session as scale_reader, read-only.
@@ -70,13 +72,18 @@ func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// New returns the API over a read-only pool.
-func New(pool *pgxpool.Pool, log *slog.Logger, reg prometheus.Registerer) *API {
-	return &API{pool: pool, log: log, requests: ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "scale_api_request_duration_seconds", Help: "API requests by route and status.",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
-	}, []string{"route", "code"}))}
+// New returns the API over a read-only pool. Its similar-list cache works
+// only while Run runs.
+func New(pool *pgxpool.Pool, log *slog.Logger, reg prometheus.Registerer, s Settings) *API {
+	return &API{pool: pool, log: log, cache: newSimilarCache(s.CacheSongs, reg),
+		requests: ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "scale_api_request_duration_seconds", Help: "API requests by route and status.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"route", "code"}))}
 }
+
+// Run keeps the similar-list cache in step with the database until ctx ends.
+func (a *API) Run(ctx context.Context) error { return a.cache.run(ctx, a.pool, a.log) }
 
 // Handler routes the API, the OpenAPI document, the web page, and the
 // operations endpoints of opsHandler (/metrics, /healthz, /readyz).
@@ -157,6 +164,11 @@ func (a *API) json(route string, h func(*http.Request) (any, error)) http.Handle
 			a.log.Error("request failed", "route", route, "error", err)
 			writeJSON(w, status, errorBody("unavailable", "the database did not answer; try again"))
 		default:
+			if raw, ok := body.(rawJSON); ok {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write(raw) //nolint:errcheck // client gone
+				return
+			}
 			writeJSON(w, status, body)
 		}
 	}
@@ -422,55 +434,4 @@ func (a *API) song(r *http.Request) (any, error) {
 		return nil
 	})
 	return s, err
-}
-
-// SimilarSong is one entry of a song's similar list.
-type SimilarSong struct {
-	Rank   int          `json:"rank"`
-	ID     string       `json:"id"`
-	Name   string       `json:"name"`
-	Score  float64      `json:"score"`
-	Shared []Instrument `json:"shared"`
-}
-
-func (a *API) similar(r *http.Request) (any, error) {
-	id, err := pathSongID(r)
-	if err != nil {
-		return nil, err
-	}
-	limit, err := limitParam(r)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := a.pool.Query(r.Context(), `SELECT ss.rank, ss.other, o.name, ss.score, ss.shared
-		FROM songs s LEFT JOIN similar_songs ss ON ss.song = s.id LEFT JOIN songs o ON o.id = ss.other
-		WHERE s.id = $1 ORDER BY ss.rank LIMIT $2`, id, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := []SimilarSong{}
-	found := false
-	var rank *int
-	var other, name *string
-	var score *float64
-	var shared []int16
-	_, err = pgx.ForEachRow(rows, []any{&rank, &other, &name, &score, &shared}, func() error {
-		found = true
-		if rank == nil {
-			return nil // the song exists and has no similar songs
-		}
-		e := SimilarSong{Rank: *rank, ID: *other, Name: *name, Score: *score, Shared: []Instrument{}}
-		for _, in := range shared {
-			e.Shared = append(e.Shared, instrument(int(in)))
-		}
-		out = append(out, e)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, errNotFound("no such song")
-	}
-	return map[string]any{"song": id, "similar": out}, nil
 }

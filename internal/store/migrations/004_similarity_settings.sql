@@ -6,3 +6,12 @@ CREATE TABLE similarity_settings (
     k               integer NOT NULL CHECK (k >= 1),
     min_instruments integer NOT NULL CHECK (min_instruments >= 1)
 );
+
+-- Bumped in the same transaction as every write to similar_songs, so a reader
+-- that caches lists (the API) knows when to drop its copy.
+CREATE TABLE similar_songs_version (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version  bigint NOT NULL
+);
+INSERT INTO similar_songs_version (version) VALUES (0);
+GRANT SELECT ON similar_songs_version TO scale_reader;

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ardanlabs/conf/v3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/ops"
@@ -39,6 +40,11 @@ func run(ctx context.Context) error {
 		time.Sleep(250 * time.Millisecond)
 	}
 	reg := ops.NewRegistry()
-	a := api.New(pool, log, reg)
-	return ops.Serve(ctx, cfg.API.Addr, a.Handler(ops.Handler(reg, map[string]ops.Check{"postgres": pool.Ping})), log)
+	a := api.New(pool, log, reg, cfg.API)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.Run(gctx) })
+	g.Go(func() error {
+		return ops.Serve(gctx, cfg.API.Addr, a.Handler(ops.Handler(reg, map[string]ops.Check{"postgres": pool.Ping})), log)
+	})
+	return g.Wait()
 }
