@@ -202,8 +202,14 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 	}
 	check("incremental") // from the database, filling the API's cache
 	check("cached")
-	if hits := cacheLookups(t, server.URL, "hit"); hits < float64(len(want)) {
+	if hits := metric(t, server.URL, `scale_api_similar_cache_lookups_total{result="hit"}`); hits < float64(len(want)) {
 		t.Errorf("%v cache hits after asking for %d lists twice", hits, len(want))
+	}
+	if songs := metric(t, server.URL, "scale_api_similar_cache_songs"); songs != float64(len(want)) {
+		t.Errorf("%v songs in the cache after asking for %d lists", songs, len(want))
+	}
+	if bytes := metric(t, server.URL, "scale_api_similar_cache_bytes"); bytes <= 0 {
+		t.Errorf("the cache reports %v bytes", bytes)
 	}
 
 	// A write to similar_songs reaches the API within a version poll.
@@ -250,8 +256,8 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 	check("rebuild")
 }
 
-// cacheLookups reads the API's similar-list cache counter for a result.
-func cacheLookups(t *testing.T, base, result string) float64 {
+// metric reads one series (name and labels) of the API's /metrics.
+func metric(t *testing.T, base, series string) float64 {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
@@ -259,7 +265,7 @@ func cacheLookups(t *testing.T, base, result string) float64 {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	prefix := `scale_api_similar_cache_lookups_total{result="` + result + `"} `
+	prefix := series + " "
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, prefix); ok {
 			n, err := strconv.ParseFloat(v, 64)

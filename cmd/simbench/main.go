@@ -1,6 +1,7 @@
 // Command simbench measures similarity and the API at Lakh size: it starts a
 // throwaway Postgres cluster, writes synthetic songs (statistics of the shared
-// corpus, seeded), times `similarity rebuild`, then loads
+// corpus, seeded), times `similarity rebuild` and a restart over the stored
+// lists, has the API read every list once (its cache), then loads
 // /v1/songs/{id}/similar with vegeta: closed loop with N concurrent clients,
 // and open loop at a fixed rate with up to N in flight; then, where wrk is
 // installed, closed loop with wrk against /similar and /healthz.
@@ -18,12 +19,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	dto "github.com/prometheus/client_model/go"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"golang.org/x/sync/errgroup"
 
@@ -46,6 +49,8 @@ func run(ctx context.Context) error {
 	rate := flag.Int("rate", 2000, "requests per second of the open-loop run")
 	duration := flag.Duration("duration", 20*time.Second, "length of each load run")
 	cacheSongs := flag.Int("cache-songs", 200_000, "the API's similar-list cache size in songs (0: off, every request reads Postgres)")
+	wrkThreads := flag.Int("wrk-threads", 1, "wrk's threads (it shares the machine's CPUs with the API)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the API and vegeta) during the load runs to this file")
 	flag.Parse()
 	log := config.Ops{LogLevel: "warn"}.Logger("simbench")
 	say := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
@@ -120,8 +125,28 @@ func run(ctx context.Context) error {
 			return err
 		}
 		say("warm-up: every song's list asked for once, in %.1f s (the API keeps them in memory from then on)", time.Since(start).Seconds())
+		families, err := reg.Gather()
+		if err != nil {
+			return err
+		}
+		for _, f := range families {
+			if strings.HasPrefix(f.GetName(), "scale_api_similar_cache_") && f.GetType() == dto.MetricType_GAUGE {
+				say("RESULT %s %.0f", f.GetName(), f.GetMetric()[0].GetGauge().GetValue())
+			}
+		}
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r := rand.New(rand.NewPCG(*seed, 2))
 	targeter := func(t *vegeta.Target) error {
 		t.Method = "GET"
@@ -142,7 +167,7 @@ func run(ctx context.Context) error {
 	}
 	attack(fmt.Sprintf("closed loop, %d concurrent clients", *clients), vegeta.ConstantPacer{})
 	attack(fmt.Sprintf("open loop, %d req/s, up to %d in flight", *rate, *clients), vegeta.ConstantPacer{Freq: *rate, Per: time.Second})
-	return wrkRuns(ctx, dir, base, ids, *clients, *duration, say)
+	return wrkRuns(ctx, dir, base, ids, *wrkThreads, *clients, *duration, say)
 }
 
 // warmUp asks for every song's list once, so that the load runs measure the
@@ -176,7 +201,7 @@ func warmUp(ctx context.Context, base string, ids []string) error {
 // wrkRuns repeats the closed loop with wrk (Debian's package), a load
 // generator in C that leaves more of the shared CPUs to the server than
 // vegeta does, against /similar and, as the HTTP stack's own ceiling, /healthz.
-func wrkRuns(ctx context.Context, dir, base string, ids []string, clients int, duration time.Duration, say func(string, ...any)) error {
+func wrkRuns(ctx context.Context, dir, base string, ids []string, threads, clients int, duration time.Duration, say func(string, ...any)) error {
 	bin, err := exec.LookPath("wrk")
 	if err != nil {
 		say("wrk is not installed (apt-get install wrk): its closed-loop runs are skipped")
@@ -187,17 +212,23 @@ func wrkRuns(ctx context.Context, dir, base string, ids []string, clients int, d
 		return err
 	}
 	script := filepath.Join(dir, "similar.lua")
-	lua := fmt.Sprintf(`local ids = {}
-for line in io.lines(%q) do ids[#ids + 1] = line end
+	// Each thread formats every request once, in init: formatting one per
+	// request costs wrk more CPU than the API spends answering it.
+	lua := fmt.Sprintf(`local requests = {}
+init = function(args)
+  for id in io.lines(%q) do
+    requests[#requests + 1] = wrk.format("GET", "/v1/songs/" .. id .. "/similar?limit=10")
+  end
+end
 request = function()
-  return wrk.format("GET", "/v1/songs/" .. ids[math.random(#ids)] .. "/similar?limit=10")
+  return requests[math.random(#requests)]
 end
 `, idFile)
 	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
 		return err
 	}
 	for _, run := range []struct{ name, path string }{{"/v1/songs/{random id}/similar?limit=10", "/"}, {"/healthz", "/healthz"}} {
-		args := []string{"-t", "2", "-c", strconv.Itoa(clients), "-d", duration.String(), "--latency", "--timeout", "10s"}
+		args := []string{"-t", strconv.Itoa(threads), "-c", strconv.Itoa(clients), "-d", duration.String(), "--latency", "--timeout", "10s"}
 		if run.path == "/" {
 			args = append(args, "-s", script)
 		}

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -79,9 +81,9 @@ const versionPoll = 100 * time.Millisecond
 // last poll is ever served. While the version cannot be read, nothing is
 // cached and every request reads the database.
 type similarCache struct {
-	maxSongs int
-	cur      atomic.Pointer[cacheGen]
-	lookups  *prometheus.CounterVec
+	maxSongs          int
+	cur               atomic.Pointer[cacheGen]
+	hits, misses, off prometheus.Counter
 }
 
 type cacheGen struct {
@@ -100,9 +102,30 @@ func newGen(version int64) *cacheGen {
 }
 
 func newSimilarCache(maxSongs int, reg prometheus.Registerer) *similarCache {
-	return &similarCache{maxSongs: maxSongs, lookups: ops.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	lookups := ops.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "scale_api_similar_cache_lookups_total", Help: "Similar-list lookups by result (hit, miss, off).",
-	}, []string{"result"}))}
+	}, []string{"result"}))
+	c := &similarCache{maxSongs: maxSongs,
+		hits: lookups.WithLabelValues("hit"), misses: lookups.WithLabelValues("miss"), off: lookups.WithLabelValues("off")}
+	ops.Register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "scale_api_similar_cache_songs", Help: "Songs whose similar lists are in the cache.",
+	}, func() float64 { songs, _ := c.size(); return float64(songs) }))
+	ops.Register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "scale_api_similar_cache_bytes",
+		Help: "Bytes the cached lists take: their entries and the id and name of each song they name (the two maps by song id add about 60 bytes per song).",
+	}, func() float64 { _, bytes := c.size(); return float64(bytes) }))
+	return c
+}
+
+// size is what the current generation holds.
+func (c *similarCache) size() (songs, bytes int) {
+	g := c.cur.Load()
+	if g == nil {
+		return 0, 0
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return len(g.lists), cap(g.entries)*int(unsafe.Sizeof(similarEntry{})) + cap(g.others.data) + 4*cap(g.others.end)
 }
 
 // run polls the version until ctx ends.
@@ -175,12 +198,12 @@ func (a *API) similarFor(ctx context.Context, id string) (l similarList, found b
 	}
 	g := a.cache.cur.Load()
 	if g == nil {
-		a.cache.lookups.WithLabelValues("off").Inc()
+		a.cache.off.Inc()
 	} else if l, ok := g.get(key); ok {
-		a.cache.lookups.WithLabelValues("hit").Inc()
+		a.cache.hits.Inc()
 		return l, true, nil
 	} else {
-		a.cache.lookups.WithLabelValues("miss").Inc()
+		a.cache.misses.Inc()
 	}
 	// The inner join keeps an entry only with its other song's row.
 	rows, err := a.pool.Query(ctx, `SELECT ss.rank, ss.other, o.name, ss.score, ss.shared
@@ -245,17 +268,19 @@ var instrumentJSON = func() (out [store.DrumsInstrument + 1][]byte) {
 	return out
 }()
 
-// rawJSON is a response body already encoded.
-type rawJSON []byte
+// rawJSON is a response body already encoded. The handler wrapper writes it
+// and returns it to rawPool, so a busy endpoint reuses its buffers.
+type rawJSON struct{ b []byte }
 
-// render encodes the first limit entries of a list exactly as encoding/json
-// encodes {"similar": []SimilarSong, "song": id}: keys in order, HTML-safe
-// strings, shared instruments by id, scores (in (0, 1]) in the 'f' format.
-func (l similarList) render(id string, limit int) rawJSON {
-	entries := l.entries[:min(limit, len(l.entries))]
-	b := make([]byte, 0, 64+300*len(entries))
-	b = append(b, `{"similar":[`...)
-	for i, e := range entries {
+var rawPool = sync.Pool{New: func() any { return new(rawJSON) }}
+
+// render appends the first limit entries of a list to dst exactly as
+// encoding/json encodes {"similar": []SimilarSong, "song": id}: keys in order,
+// HTML-safe strings, shared instruments by id, scores (in (0, 1]) in the 'f'
+// format. id is a validated song id (hex digits: nothing to escape).
+func (l similarList) render(dst []byte, id string, limit int) []byte {
+	b := append(dst, `{"similar":[`...)
+	for i, e := range l.entries[:min(limit, len(l.entries))] {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -267,21 +292,20 @@ func (l similarList) render(id string, limit int) rawJSON {
 		b = strconv.AppendFloat(b, e.score, 'f', -1, 64)
 		b = append(b, `,"shared":[`...)
 		first := true
-		for in := range instrumentJSON {
-			if e.shared[in/64]&(1<<(in%64)) == 0 {
-				continue
+		for w, word := range e.shared {
+			for ; word != 0; word &= word - 1 {
+				if !first {
+					b = append(b, ',')
+				}
+				first = false
+				b = append(b, instrumentJSON[w*64+bits.TrailingZeros64(word)]...)
 			}
-			if !first {
-				b = append(b, ',')
-			}
-			first = false
-			b = append(b, instrumentJSON[in]...)
 		}
 		b = append(b, "]}"...)
 	}
-	b = append(b, `],"song":`...)
-	b = append(b, mustJSON(id)...)
-	return append(b, "}\n"...)
+	b = append(b, `],"song":"`...)
+	b = append(b, id...)
+	return append(b, "\"}\n"...)
 }
 
 func (a *API) similar(r *http.Request) (any, error) {
@@ -300,5 +324,7 @@ func (a *API) similar(r *http.Request) (any, error) {
 	if !found {
 		return nil, errNotFound("no such song")
 	}
-	return l.render(id, limit), nil
+	raw := rawPool.Get().(*rawJSON)
+	raw.b = l.render(raw.b[:0], id, limit)
+	return raw, nil
 }

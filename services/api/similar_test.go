@@ -38,13 +38,17 @@ func TestRenderMatchesEncodingJSON(t *testing.T) {
 		if err := json.NewEncoder(&buf).Encode(map[string]any{"song": id, "similar": want[:min(limit, len(want))]}); err != nil {
 			t.Fatal(err)
 		}
-		if got := l.render(id, limit); !bytes.Equal(got, buf.Bytes()) {
+		if got := l.render(nil, id, limit); !bytes.Equal(got, buf.Bytes()) {
 			t.Fatalf("limit %d: render differs from encoding/json:\n got %.300s\nwant %.300s", limit, got, buf.Bytes())
+		}
+		// A pooled buffer keeps what it holds before the answer.
+		if got := l.render([]byte("prefix"), id, limit); !bytes.Equal(got, append([]byte("prefix"), buf.Bytes()...)) {
+			t.Fatalf("limit %d: render into a used buffer: %.300s", limit, got)
 		}
 	}
 	var buf bytes.Buffer
 	json.NewEncoder(&buf).Encode(map[string]any{"song": id, "similar": []SimilarSong{}}) //nolint:errcheck // bytes.Buffer
-	if got := (similarList{}).render(id, 10); !bytes.Equal(got, buf.Bytes()) {
+	if got := (similarList{}).render(nil, id, 10); !bytes.Equal(got, buf.Bytes()) {
 		t.Errorf("empty list: %s, want %s", got, buf.Bytes())
 	}
 }
@@ -76,7 +80,7 @@ func TestCacheGenRoundTrip(t *testing.T) {
 		if !ok {
 			t.Fatalf("list %d not cached", key)
 		}
-		if r, w := got.render("x", 10), want.render("x", 10); !bytes.Equal(r, w) {
+		if r, w := got.render(nil, "x", 10), want.render(nil, "x", 10); !bytes.Equal(r, w) {
 			t.Errorf("list %d renders\n%s\nafter the round trip, want\n%s", key, r, w)
 		}
 	}
