@@ -252,46 +252,28 @@ func (b bench) run(ctx context.Context, workers int) error {
 	if err != nil {
 		return err
 	}
-	for {
-		for _, p := range append(procs, ing) {
-			p.samplePeak()
-		}
+	err = pollUntil(ctx, append(procs, ing), func() (bool, error) {
 		info, err := outcomes.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.State.Msgs >= uint64(files) {
-			break
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err == nil && info.State.Msgs >= uint64(files), err
+	})
+	if err != nil {
+		return err
 	}
 	elapsed := time.Since(began)
 	if err := ing.cmd.Wait(); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	// Then until similarity has applied every song.
-	for {
-		for _, p := range procs {
-			p.samplePeak()
-		}
+	err = pollUntil(ctx, procs, func() (bool, error) {
 		c, err := js.Consumer(ctx, events.StreamOutcomes, events.ConsumerSimilarity)
 		if err != nil {
-			return err
+			return false, err
 		}
 		info, err := c.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
-			break
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0, err
+	})
+	if err != nil {
+		return err
 	}
 	withSimilarity := time.Since(began)
 	pgCPU, gwCPU, selfCPU = treeCPU(postmaster)-pgCPU, b.gatewayCPU()-gwCPU, selfCPUTime()-selfCPU
@@ -304,15 +286,6 @@ func (b bench) run(ctx context.Context, workers int) error {
 	a, err := st.Account(ctx)
 	if err != nil {
 		return err
-	}
-	st.Pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-	rows, _ := st.Pool.Query(ctx, "SELECT calls, rows, round(total_exec_time::numeric,0), round(total_plan_time::numeric,0), left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 14")
-	for rows.Next() {
-		var c, r int64
-		var te, tp float64
-		var q string
-		rows.Scan(&c, &r, &te, &tp, &q)
-		fmt.Printf("STMT calls %7d rows %8d exec %7.0f ms plan %5.0f ms  %s\n", c, r, te, tp, q)
 	}
 	var p50, p99 float64
 	err = st.Pool.QueryRow(ctx, `SELECT
@@ -338,6 +311,22 @@ func (b bench) run(ctx context.Context, workers int) error {
 	}
 	fmt.Printf("  %-12s cpu %6.1f s  (embedded NATS server and this benchmark's polling)\n", "nats+bench", selfCPU.Seconds())
 	return nil
+}
+
+// pollUntil samples the processes' peak memory every 50 ms until done says so.
+func pollUntil(ctx context.Context, procs []*proc, done func() (bool, error)) error {
+	for {
+		for _, p := range procs {
+			p.samplePeak()
+		}
+		if ok, err := done(); ok || err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (b bench) gatewayCPU() time.Duration {
