@@ -1,4 +1,5 @@
-// Package natsconn connects a service to NATS JetStream and provisions the streams.
+// Package natsconn connects a service to NATS JetStream, provisions the
+// streams, and consumes them a batch at a time.
 package natsconn
 
 import (
@@ -62,5 +63,34 @@ func Ready(nc *nats.Conn) func(context.Context) error {
 			return fmt.Errorf("NATS %s", nc.Status())
 		}
 		return nil
+	}
+}
+
+// fetchWait is how long a pull waits for its batch to fill. A fetch returns
+// when the batch is full or this time is up, so when the queue is short a
+// message waits at most this long before its smaller batch is handled; when
+// it is long, batches fill at once.
+const fetchWait = 100 * time.Millisecond
+
+// ConsumeBatches fetches up to n messages at a time from cons and hands every
+// non-empty batch to handle, until ctx ends. handle gets a context that ctx's
+// end does not cancel: a batch in hand is finished (the graceful part of a
+// shutdown), and no batch is fetched after ctx ends.
+func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, n int, log *slog.Logger, handle func(context.Context, []jetstream.Msg)) {
+	workCtx := context.WithoutCancel(ctx)
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
+		if err != nil {
+			log.Warn("fetching messages", "error", err)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for msg := range batch.Messages() {
+			msgs = append(msgs, msg)
+		}
+		if len(msgs) > 0 {
+			handle(workCtx, msgs)
+		}
 	}
 }

@@ -76,12 +76,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, o StreamOptions) err
 	return nil
 }
 
-// FetchWait is how long a consumer's pull waits for its batch to fill. A
-// fetch returns when the batch is full or this time is up, so when the queue
-// is short a message waits at most this long before its smaller batch is
-// handled; when it is long, batches fill at once.
-const FetchWait = 100 * time.Millisecond
-
 // ConsumerSimilarity is the similarity service's durable consumer of songs.
 const ConsumerSimilarity = "similarity"
 

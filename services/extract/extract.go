@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scale-dev/scale/internal/midiparse"
+	"github.com/scale-dev/scale/internal/natsconn"
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
@@ -104,32 +105,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.loop(ctx, cons)
+			natsconn.ConsumeBatches(ctx, cons, w.opts.FetchBatch, w.d.Log, w.HandleBatch)
 		}()
 	}
 	wg.Wait()
 	w.d.Log.Info("extract worker drained")
 	return nil
-}
-
-func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
-	// In-flight work finishes even after ctx ends: that is the graceful part.
-	workCtx := context.WithoutCancel(ctx)
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(w.opts.FetchBatch, jetstream.FetchMaxWait(events.FetchWait))
-		if err != nil {
-			w.d.Log.Warn("fetching messages", "error", err)
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		var msgs []jetstream.Msg
-		for msg := range batch.Messages() {
-			msgs = append(msgs, msg)
-		}
-		if len(msgs) > 0 {
-			w.HandleBatch(workCtx, msgs)
-		}
-	}
 }
 
 // item is one message of a batch and what became of it.

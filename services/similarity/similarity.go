@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scale-dev/scale/internal/natsconn"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/pkg/events"
@@ -178,40 +179,37 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating consumer %s: %w", events.ConsumerSimilarity, err)
 	}
-	workCtx := context.WithoutCancel(ctx) // a batch in hand is finished after ctx ends
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(s.set.Batch, jetstream.FetchMaxWait(events.FetchWait))
-		if err != nil {
-			s.d.Log.Warn("fetching messages", "error", err)
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		var msgs []jetstream.Msg
-		var evs []events.Extracted
-		for msg := range batch.Messages() {
-			ev, err := events.Decode[events.Extracted](msg.Data())
-			if err != nil {
-				s.d.Log.Error("dropping undecodable midi.extracted message", "error", err)
-				_ = msg.TermWithReason("undecodable event")
-				continue
-			}
-			msgs, evs = append(msgs, msg), append(evs, ev)
-		}
-		if len(evs) == 0 {
-			continue
-		}
-		if err := s.Apply(workCtx, evs); err != nil {
-			s.d.Log.Warn("applying songs; will retry", "songs", len(evs), "error", err)
-			for _, msg := range msgs {
-				_ = msg.NakWithDelay(time.Second)
-			}
-			continue
-		}
-		for _, msg := range msgs {
-			_ = msg.Ack()
-		}
-	}
+	natsconn.ConsumeBatches(ctx, cons, s.set.Batch, s.d.Log, s.handleBatch)
 	return nil
+}
+
+// handleBatch applies the songs of a fetched batch and settles every message:
+// acknowledged after the commit, or redelivered later if the apply failed.
+func (s *Service) handleBatch(ctx context.Context, batch []jetstream.Msg) {
+	var msgs []jetstream.Msg
+	var evs []events.Extracted
+	for _, msg := range batch {
+		ev, err := events.Decode[events.Extracted](msg.Data())
+		if err != nil {
+			s.d.Log.Error("dropping undecodable midi.extracted message", "error", err)
+			_ = msg.TermWithReason("undecodable event")
+			continue
+		}
+		msgs, evs = append(msgs, msg), append(evs, ev)
+	}
+	if len(evs) == 0 {
+		return
+	}
+	if err := s.Apply(ctx, evs); err != nil {
+		s.d.Log.Warn("applying songs; will retry", "songs", len(evs), "error", err)
+		for _, msg := range msgs {
+			_ = msg.NakWithDelay(time.Second)
+		}
+		return
+	}
+	for _, msg := range msgs {
+		_ = msg.Ack()
+	}
 }
 
 // Apply adds songs to the index, computes their lists and updates every list
