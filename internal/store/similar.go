@@ -11,17 +11,23 @@ import (
 
 // InstrumentSets calls fn with every song's instrument ids, in song id order.
 func (s *Store) InstrumentSets(ctx context.Context, fn func(songID string, instruments []int16) error) error {
-	rows, err := s.Pool.Query(ctx, `SELECT song_id, array_agg(instrument ORDER BY instrument)
-		FROM song_instruments GROUP BY song_id ORDER BY song_id`)
+	return forEachSongArray(ctx, s, "instrument sets", `SELECT song_id, array_agg(instrument ORDER BY instrument)
+		FROM song_instruments GROUP BY song_id ORDER BY song_id`, fn)
+}
+
+// forEachSongArray runs query, whose rows are a song and an array, and calls
+// fn with each row; what names the data in errors.
+func forEachSongArray[T any](ctx context.Context, s *Store, what, query string, fn func(song string, values []T) error) error {
+	rows, err := s.Pool.Query(ctx, query)
 	if err != nil {
-		return fmt.Errorf("reading instrument sets: %w", err)
+		return fmt.Errorf("reading %s: %w", what, err)
 	}
 	defer rows.Close()
-	var id string
-	var set []int16
-	_, err = pgx.ForEachRow(rows, []any{&id, &set}, func() error { return fn(id, set) })
+	var song string
+	var values []T
+	_, err = pgx.ForEachRow(rows, []any{&song, &values}, func() error { return fn(song, values) })
 	if err != nil {
-		return fmt.Errorf("reading instrument sets: %w", err)
+		return fmt.Errorf("reading %s: %w", what, err)
 	}
 	return nil
 }
@@ -35,10 +41,11 @@ type Similar struct {
 }
 
 // WriteSimilar writes entries of songs' lists, each at its rank, replacing
-// what those ranks held, in one statement, and bumps the version. Entries not given keep their rows:
-// an incremental update sends only the ranks that changed (a list never
-// shrinks when songs are added). Rewriting a rank in place is a HOT update (no
-// index entry changes), far cheaper than deleting and inserting the list.
+// what those ranks held, in one statement, and bumps the version. Entries not
+// given keep their rows: an incremental update sends only the ranks that
+// changed (a list never shrinks when songs are added). Rewriting a rank in
+// place is a HOT update (no index entry changes), far cheaper than deleting and
+// inserting the list.
 func (s *Store) WriteSimilar(ctx context.Context, lists map[string][]Similar) error {
 	var songs, others, shared []string
 	var ranks []int16
@@ -103,18 +110,7 @@ func (s *Store) StoredSimilarityParams(ctx context.Context) (p SimilarityParams,
 // SimilarLists calls fn with every stored list: the song and the other songs
 // by rank.
 func (s *Store) SimilarLists(ctx context.Context, fn func(song string, others []string) error) error {
-	rows, err := s.Pool.Query(ctx, "SELECT song, array_agg(other ORDER BY rank) FROM similar_songs GROUP BY song")
-	if err != nil {
-		return fmt.Errorf("reading similarity lists: %w", err)
-	}
-	defer rows.Close()
-	var song string
-	var others []string
-	_, err = pgx.ForEachRow(rows, []any{&song, &others}, func() error { return fn(song, others) })
-	if err != nil {
-		return fmt.Errorf("reading similarity lists: %w", err)
-	}
-	return nil
+	return forEachSongArray(ctx, s, "similarity lists", "SELECT song, array_agg(other ORDER BY rank) FROM similar_songs GROUP BY song", fn)
 }
 
 // RebuildSimilar replaces every list (the table is emptied first) and records

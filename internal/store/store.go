@@ -238,22 +238,19 @@ func (s *Store) SaveOutcomes(ctx context.Context, songs []Song, failures []Failu
 		}
 		finish(song.SourceKey, song.ID, song.DiscoveredSize, song.Name, "done", song.ID)
 	}
-	failed := map[string]Failure{}
-	var failedKeys []string
-	for _, f := range failures {
-		finish(f.SourceKey, f.MD5, f.Size, f.Name, "failed", "")
-		if _, dup := failed[f.SourceKey]; !dup {
-			failedKeys = append(failedKeys, f.SourceKey)
-		}
-		failed[f.SourceKey] = f
-	}
 	var fl struct {
 		sources, md5s, reasons []string
 		attempts               []int32
 	}
-	for _, k := range failedKeys {
-		f := failed[k]
-		fl.sources, fl.md5s, fl.reasons, fl.attempts = append(fl.sources, k), append(fl.md5s, f.MD5), append(fl.reasons, f.Reason), append(fl.attempts, int32(f.Attempts))
+	failed := map[string]int{} // the same rule as fin: a key once, its last failure
+	for _, f := range failures {
+		finish(f.SourceKey, f.MD5, f.Size, f.Name, "failed", "")
+		if i, dup := failed[f.SourceKey]; dup {
+			fl.md5s[i], fl.reasons[i], fl.attempts[i] = f.MD5, f.Reason, int32(f.Attempts)
+			continue
+		}
+		failed[f.SourceKey] = len(fl.sources)
+		fl.sources, fl.md5s, fl.reasons, fl.attempts = append(fl.sources, f.SourceKey), append(fl.md5s, f.MD5), append(fl.reasons, f.Reason), append(fl.attempts, int32(f.Attempts))
 	}
 	var b pgx.Batch
 	if len(songs) > 0 {
