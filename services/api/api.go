@@ -125,10 +125,10 @@ func errBadRequest(format string, args ...any) error {
 
 func errNotFound(msg string) error { return &apiError{http.StatusNotFound, "not_found", msg} }
 
-// json runs h and writes its result or its error as JSON.
 // statusClientClosed is the status recorded for a request whose client left.
 const statusClientClosed = 499
 
+// json runs h and writes its result or its error as JSON.
 func (a *API) json(route string, h func(*http.Request) (any, error)) http.HandlerFunc {
 	okDuration := a.requests.WithLabelValues(route, strconv.Itoa(http.StatusOK))
 	return func(w http.ResponseWriter, r *http.Request) {

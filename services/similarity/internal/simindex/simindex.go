@@ -282,7 +282,6 @@ func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor 
 			bars[y] = bar{l[len(l)-1].Shared, l[len(l)-1].Union}
 		}
 	}
-	sizes := ix.sizes
 	own := make([][]Neighbor, len(news))
 	entering := make([][]entry, len(news))
 	var next atomic.Int64
@@ -297,23 +296,21 @@ func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor 
 				for _, a := range news {
 					m.first(a) // added songs get their lists from topK
 				}
-				sx := ix.Sets[x]
-				for _, f := range sx.Features() {
+				for _, f := range ix.Sets[x].Features() {
 					for _, y := range ix.rev[f] {
 						if !m.first(y) {
 							continue
 						}
-						sh := interLen(sx, ix.Sets[y])
-						if sh == 0 {
+						nb, ok := ix.Neighbor(y, x)
+						if !ok {
 							continue
 						}
-						un := int(sizes[x]) + int(sizes[y]) - sh
 						if b := bars[y]; b.union != 0 {
+							sh, un := int(nb.Shared), int(nb.Union)
 							if l, r := sh*int(b.union), int(b.shared)*un; l < r || (l == r && sh < int(b.shared)) {
 								continue
 							}
 						}
-						nb := Neighbor{Song: x, Shared: uint8(sh), Union: uint8(un)}
 						if int(y) < len(lists) {
 							if _, in := ix.enters(lists[y], nb); !in {
 								continue
