@@ -25,8 +25,8 @@ type smfFile struct {
 type track struct {
 	programs   []programChange // in track order, which is tick order
 	tempos     []tempoChange
-	notesStart int   // the track's notes are notes[notesStart:notesEnd]
-	notesEnd   int   //
+	notesStart int // the track's notes are notes[notesStart:notesEnd]
+	notesEnd   int
 	lastTick   int64 // absolute tick of the track's last message
 	messages   int
 }
