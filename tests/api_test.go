@@ -65,23 +65,12 @@ func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
 	return p, server
 }
 
-// waitSimilarity waits until the similarity consumer has every song applied.
+// waitSimilarity waits until extract has published every outcome and the
+// similarity consumer has applied them all.
 func (p *pipeline) waitSimilarity() {
 	p.t.Helper()
-	ctx := context.Background()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		c, err := p.js.Consumer(ctx, events.StreamOutcomes, events.ConsumerSimilarity)
-		if err == nil {
-			if info, err := c.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer > 0 {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatal("similarity did not catch up within a minute")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.settle(events.StreamDiscovered, events.ConsumerExtract, time.Minute)
+	p.settle(events.StreamOutcomes, events.ConsumerSimilarity, time.Minute)
 }
 
 // bruteForceTop10 recomputes every top-10 from song_instruments with float
