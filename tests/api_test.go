@@ -69,8 +69,8 @@ func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
 // similarity consumer has applied them all.
 func (p *pipeline) waitSimilarity() {
 	p.t.Helper()
-	p.settle(events.StreamDiscovered, events.ConsumerExtract, time.Minute)
-	p.settle(events.StreamOutcomes, events.ConsumerSimilarity, time.Minute)
+	p.settle(events.StreamDiscovered, events.ConsumerExtract)
+	p.settle(events.StreamOutcomes, events.ConsumerSimilarity)
 }
 
 // bruteForceTop10 recomputes every top-10 from song_instruments with float
@@ -222,26 +222,23 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 		}
 		return body.Similar[0].ID, body.Similar[0].Score
 	}
-	eventually := func(what string, cond func() bool) {
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("the API did not show %s within 5 s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	if err := p.store.WriteSimilar(context.Background(), map[string][]store.Similar{
 		song: {{Rank: 1, Other: other, Score: 0.125, Shared: []int16{0}}}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually("a rewritten rank", func() bool { id, score := firstOf(song); return id == other && score == 0.125 })
+	poll(t, "the API to show a rewritten rank", 5*time.Second, func() (bool, string) {
+		id, score := firstOf(song)
+		return id == other && score == 0.125, fmt.Sprintf("first similar %s, score %v", id, score)
+	})
 
 	sim := similarity.New(similarity.Deps{Store: p.store, Log: p.log, Metrics: prometheus.NewRegistry()}, similarity.Settings{K: 10, MinInstruments: 3})
 	if err := sim.Rebuild(context.Background(), io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	eventually("the rebuilt lists", func() bool { id, _ := firstOf(song); return id == want[song][0] })
+	poll(t, "the API to show the rebuilt lists", 5*time.Second, func() (bool, string) {
+		id, _ := firstOf(song)
+		return id == want[song][0], "first similar " + id
+	})
 	check("rebuild")
 }
 

@@ -157,33 +157,42 @@ func (p *pipeline) account() store.Accounting {
 	return a
 }
 
-// waitFor polls the accounting until cond holds or the time is up.
-func (p *pipeline) waitFor(what string, timeout time.Duration, cond func(store.Accounting) bool) store.Accounting {
-	p.t.Helper()
+// poll calls cond every 10 ms until it reports done and returns its last
+// state, or fails the test with that state once timeout has passed.
+func poll[S any](t *testing.T, what string, timeout time.Duration, cond func() (done bool, state S)) S {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		a := p.account()
-		if cond(a) {
-			return a
+		done, state := cond()
+		if done {
+			return state
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("timed out waiting for %s: %+v", what, a)
+			t.Fatalf("timed out after %v waiting for %s: %+v", timeout, what, state)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// settle waits until a durable consumer exists and has nothing left to
-// deliver or to acknowledge. A stage commits its rows before it publishes its
-// events and acknowledges its messages, so the next stream is complete only
-// when the stage's consumer has settled: a worker killed between the two
-// leaves its messages to be redelivered after the ack wait, and they publish
-// the events again (de-duplicated by Msg-Id).
-func (p *pipeline) settle(stream, consumer string, timeout time.Duration) {
+// waitFor polls the accounting until cond holds or the time is up.
+func (p *pipeline) waitFor(what string, timeout time.Duration, cond func(store.Accounting) bool) store.Accounting {
+	p.t.Helper()
+	return poll(p.t, what, timeout, func() (bool, store.Accounting) {
+		a := p.account()
+		return cond(a), a
+	})
+}
+
+// settle waits (up to a minute) until a durable consumer exists and has
+// nothing left to deliver or to acknowledge. A stage commits its rows before
+// it publishes its events and acknowledges its messages, so the next stream is
+// complete only when the stage's consumer has settled: a worker killed between
+// the two leaves its messages to be redelivered after the ack wait, and they
+// publish the events again (de-duplicated by Msg-Id).
+func (p *pipeline) settle(stream, consumer string) {
 	p.t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(timeout)
-	for {
+	poll(p.t, "consumer "+consumer+" to settle", time.Minute, func() (bool, *jetstream.ConsumerInfo) {
 		var info *jetstream.ConsumerInfo
 		cons, err := p.js.Consumer(ctx, stream, consumer)
 		if err == nil {
@@ -192,21 +201,15 @@ func (p *pipeline) settle(stream, consumer string, timeout time.Duration) {
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			p.t.Fatal(err)
 		}
-		if info != nil && info.NumPending == 0 && info.NumAckPending == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("consumer %s not settled after %v: %+v", consumer, timeout, info)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return info != nil && info.NumPending == 0 && info.NumAckPending == 0, info
+	})
 }
 
 // check waits for the extract consumer to settle, then asserts the exact
 // accounting and that no outcome was counted twice.
 func (p *pipeline) check(want expectation) {
 	p.t.Helper()
-	p.settle(events.StreamDiscovered, events.ConsumerExtract, time.Minute)
+	p.settle(events.StreamDiscovered, events.ConsumerExtract)
 	a := p.account()
 	if !a.Balanced() || a.Discovered != int64(want.files) || a.Songs != int64(want.songs) || a.Failures != int64(want.failures) ||
 		a.Done+a.Failed != int64(want.files) {
