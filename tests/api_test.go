@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scale-dev/scale/internal/corpus"
@@ -42,27 +43,60 @@ func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
 	srv := testenv.NATS(t)
 	p := newPipeline(t, srv.ClientURL())
 	p.ingest(root)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	w := extract.New(extract.Deps{JS: p.js, Store: p.store, Objects: p.objects, Log: p.log, Metrics: prometheus.NewRegistry()},
 		extract.Options{Concurrency: 4, FetchBatch: 32})
-	go w.Run(ctx) //nolint:errcheck // stopped by cancel
-	sim := similarity.New(similarity.Deps{JS: p.js, Store: p.store, Log: p.log, Metrics: prometheus.NewRegistry()},
-		similarity.Settings{K: 10, MinInstruments: 3, Batch: 64})
-	go sim.Run(ctx) //nolint:errcheck // stopped by cancel
+	p.background("extract", w.Run)
 	p.waitFor("every file finished", time.Minute, func(a store.Accounting) bool { return a.Discovered == int64(len(rels)) && a.Pending == 0 })
-	p.waitSimilarity()
-	pool, err := api.OpenPool(ctx, p.pgURL)
+	return p, p.serveAPI()
+}
+
+// serveAPI serves the API over the pipeline's database beside the operations
+// endpoints, until the test ends.
+func (p *pipeline) serveAPI() *httptest.Server {
+	p.t.Helper()
+	reader, err := store.OpenReader(context.Background(), p.pgURL)
 	if err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
-	t.Cleanup(pool.Close)
+	p.t.Cleanup(reader.Close)
 	reg := ops.NewRegistry()
-	a := api.New(pool, p.log, reg, api.Settings{CacheSongs: 1000})
-	go a.Run(ctx) //nolint:errcheck // stopped by cancel
-	server := httptest.NewServer(a.Handler(ops.Handler(reg, nil)))
-	t.Cleanup(server.Close)
-	return p, server
+	a := api.New(reader, p.log, reg, api.Settings{CacheSongs: 1000})
+	p.background("api", a.Run)
+	health := ops.NewHealth()
+	health.SetPhase(ops.Running)
+	mux := ops.Handler(reg, health)
+	mux.Handle("/", a.Handler())
+	server := httptest.NewServer(mux)
+	p.t.Cleanup(server.Close)
+	return server
+}
+
+// runSimilarity runs a similarity service in this process until stop is
+// called (or the test ends), and waits until it has applied every song.
+func (p *pipeline) runSimilarity(settings similarity.Settings, reg *prometheus.Registry) (stop func()) {
+	p.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	sim := similarity.New(similarity.Deps{JS: p.js, Store: p.store, Log: p.log, Metrics: reg}, settings)
+	go func() { done <- sim.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			p.t.Errorf("similarity: %v", err)
+		}
+	}
+	p.t.Cleanup(stop)
+	poll(p.t, "similarity to load its lists", time.Minute, func() (bool, float64) {
+		v := testenv.MetricValue(p.t, reg, "scale_similarity_leader")
+		return v == 1, v
+	})
+	p.waitSimilarity()
+	return stop
 }
 
 // waitSimilarity waits until extract has published every outcome and the
@@ -161,6 +195,7 @@ func getJSON(t *testing.T, url string, v any) int {
 // and a full rebuild gives the same lists as the incremental updates did.
 func TestSimilarEqualsBruteForce(t *testing.T) {
 	p, server := servedCorpus(t)
+	stopSimilarity := p.runSimilarity(similarity.Settings{K: 10, MinInstruments: 3, Batch: 64, AckWait: 10 * time.Second}, prometheus.NewRegistry())
 	want := bruteForceTop10(t, p)
 	if len(want) < 100 {
 		t.Fatalf("only %d songs take part; the corpus should give hundreds", len(want))
@@ -222,8 +257,15 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 		}
 		return body.Similar[0].ID, body.Similar[0].Score
 	}
-	if err := p.store.WriteSimilar(context.Background(), map[string][]store.Similar{
-		song: {{Rank: 1, Other: other, Score: 0.125, Shared: []int16{0}}}}); err != nil {
+	stopSimilarity() // the test writes a rank itself, then rebuilds
+	err := pgx.BeginFunc(context.Background(), p.store.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(context.Background(), `UPDATE similar_songs SET other = $2, score = 0.125, shared = '{0}' WHERE song = $1 AND rank = 1`, song, other); err != nil {
+			return err
+		}
+		_, err := tx.Exec(context.Background(), "UPDATE similar_songs_version SET version = version + 1")
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	poll(t, "the API to show a rewritten rank", 5*time.Second, func() (bool, string) {
@@ -232,7 +274,7 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 	})
 
 	sim := similarity.New(similarity.Deps{Store: p.store, Log: p.log, Metrics: prometheus.NewRegistry()}, similarity.Settings{K: 10, MinInstruments: 3})
-	if err := sim.Rebuild(context.Background(), io.Discard); err != nil {
+	if err := sim.Exclusive(context.Background(), func(ctx context.Context) error { return sim.Rebuild(ctx, io.Discard) }); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, "the API to show the rebuilt lists", 5*time.Second, func() (bool, string) {
@@ -267,6 +309,7 @@ func metric(t *testing.T, base, series string) float64 {
 // TestAPIBadInput: bad input gets a 4xx JSON error, never a 500.
 func TestAPIBadInput(t *testing.T) {
 	p, server := servedCorpus(t)
+	p.runSimilarity(similarity.Settings{K: 10, MinInstruments: 3, Batch: 64, AckWait: 10 * time.Second}, prometheus.NewRegistry())
 	var some struct{ Songs []struct{ ID string } }
 	getJSON(t, server.URL+"/v1/songs?limit=1", &some)
 	if len(some.Songs) != 1 {
@@ -348,14 +391,14 @@ func TestAPIClientGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	pool, err := api.OpenPool(ctx, dbURL)
+	reader, err := store.OpenReader(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(pool.Close)
+	t.Cleanup(reader.Close)
 	var logs bytes.Buffer
 	reg := ops.NewRegistry()
-	h := api.New(pool, slog.New(slog.NewJSONHandler(&logs, nil)), reg, api.Settings{}).Handler(ops.Handler(reg, nil))
+	h := api.New(reader, slog.New(slog.NewJSONHandler(&logs, nil)), reg, api.Settings{}).Handler()
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	req := httptest.NewRequest(http.MethodGet, "/v1/songs/0123456789abcdef0123456789abcdef/similar", nil).WithContext(gone)
@@ -363,23 +406,8 @@ func TestAPIClientGone(t *testing.T) {
 	if strings.Contains(logs.String(), `"level":"ERROR"`) {
 		t.Errorf("a client that left was logged as an error:\n%s", logs.String())
 	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, f := range families {
-		if f.GetName() != "scale_api_request_duration_seconds" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				found = found || (l.GetName() == "code" && l.GetValue() == "499")
-			}
-		}
-	}
-	if !found {
-		t.Error("no request recorded with status 499")
+	if n := testenv.MetricValue(t, reg, "scale_api_request_duration_seconds", "code", "499"); n != 1 {
+		t.Errorf("%v requests recorded with status 499, want 1", n)
 	}
 }
 
@@ -422,41 +450,18 @@ func TestSimilarityRestartLoadsStoredLists(t *testing.T) {
 		}
 	}
 	p := newPipeline(t, testenv.NATS(t).ClientURL())
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	w := extract.New(extract.Deps{JS: p.js, Store: p.store, Objects: p.objects, Log: p.log, Metrics: prometheus.NewRegistry()},
 		extract.Options{Concurrency: 2, FetchBatch: 32})
-	go w.Run(ctx) //nolint:errcheck // stopped by cancel
-	settings := similarity.Settings{K: 10, MinInstruments: 3, Batch: 64}
+	p.background("extract", w.Run)
+	settings := similarity.Settings{K: 10, MinInstruments: 3, Batch: 64, AckWait: 10 * time.Second}
 	rebuilds := func(reg *prometheus.Registry) float64 {
-		families, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range families {
-			if f.GetName() == "scale_similarity_rebuilds_total" {
-				return f.GetMetric()[0].GetCounter().GetValue()
-			}
-		}
-		return 0
-	}
-	runSimilarity := func(ctx context.Context, reg *prometheus.Registry) chan error {
-		done := make(chan error, 1)
-		sim := similarity.New(similarity.Deps{JS: p.js, Store: p.store, Log: p.log, Metrics: reg}, settings)
-		go func() { done <- sim.Run(ctx) }()
-		return done
+		return testenv.MetricValue(t, reg, "scale_similarity_rebuilds_total")
 	}
 
-	firstCtx, stopFirst := context.WithCancel(ctx)
-	firstReg := prometheus.NewRegistry()
-	first := runSimilarity(firstCtx, firstReg)
 	half := int64(p.ingest(halves[0]).Published)
 	p.waitFor("the first half finished", time.Minute, func(a store.Accounting) bool { return a.Discovered == half && a.Pending == 0 })
-	p.waitSimilarity()
-	stopFirst()
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
+	firstReg := prometheus.NewRegistry()
+	p.runSimilarity(settings, firstReg)()
 	if n := rebuilds(firstReg); n != 1 {
 		t.Errorf("first start over an empty database: %v rebuilds, want 1", n)
 	}
@@ -464,8 +469,7 @@ func TestSimilarityRestartLoadsStoredLists(t *testing.T) {
 	p.ingest(halves[1])
 	p.waitFor("every file finished", time.Minute, func(a store.Accounting) bool { return a.Discovered == int64(len(rels)) && a.Pending == 0 })
 	secondReg := prometheus.NewRegistry()
-	runSimilarity(ctx, secondReg)
-	p.waitSimilarity()
+	p.runSimilarity(settings, secondReg)()
 	if n := rebuilds(secondReg); n != 0 {
 		t.Errorf("restart with the same settings: %v rebuilds, want 0 (the stored lists load)", n)
 	}
@@ -482,10 +486,7 @@ func TestSimilarityRestartLoadsStoredLists(t *testing.T) {
 
 	settings.K = 5
 	thirdReg := prometheus.NewRegistry()
-	third := similarity.New(similarity.Deps{JS: p.js, Store: p.store, Log: p.log, Metrics: thirdReg}, settings)
-	if err := third.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	p.runSimilarity(settings, thirdReg)()
 	if n := rebuilds(thirdReg); n != 1 {
 		t.Errorf("start with K changed from 10 to 5: %v rebuilds, want 1", n)
 	}

@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -29,10 +28,12 @@ import (
 
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/midiparse"
 	"github.com/scale-dev/scale/internal/natsembed"
 	"github.com/scale-dev/scale/internal/pglocal"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/internal/versitygw"
 	"github.com/scale-dev/scale/pkg/events"
 )
@@ -40,15 +41,14 @@ import (
 func main() { config.Main("pipebench", run) }
 
 type proc struct {
-	name    string
-	cmd     *exec.Cmd
+	*launcher.Process
 	peakKiB int // VmHWM, sampled while the process runs
 }
 
 // samplePeak reads the process's peak resident set from /proc while it runs.
 // (Rusage's maxrss of a child counts the parent's memory shared at fork.)
 func (p *proc) samplePeak() {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		return
 	}
@@ -88,14 +88,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bins := map[string]string{}
-	for _, svc := range []string{"ingest", "extract", "similarity"} {
-		bins[svc] = filepath.Join(tmp, svc)
-		build := exec.Command("go", "build", "-o", bins[svc], "./services/"+svc+"/cmd/"+svc)
-		build.Stderr = os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("building %s: %w", svc, err)
-		}
+	bins, err := launcher.Build(".", tmp, map[string]string{
+		"ingest": "./services/ingest/cmd/ingest", "extract": "./services/extract/cmd/extract", "similarity": "./services/similarity/cmd/similarity",
+	})
+	if err != nil {
+		return err
 	}
 	cluster, err := pglocal.Start(ctx, filepath.Join(tmp, "pg"), pglocal.Options{Durable: true})
 	if err != nil {
@@ -208,21 +205,14 @@ func (b bench) run(ctx context.Context, workers int) error {
 	if err != nil {
 		return err
 	}
-	env := append(os.Environ(), "SCALE_NATS_URL="+srv.ClientURL(), "SCALE_POSTGRES_URL="+pgURL,
-		"SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_EXTRACT_CONCURRENCY="+strconv.Itoa(concurrency))
-	env = append(env, b.env...)
+	env := append([]string{"SCALE_NATS_URL=" + srv.ClientURL(), "SCALE_POSTGRES_URL=" + pgURL,
+		"SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_EXTRACT_CONCURRENCY=" + strconv.Itoa(concurrency)}, b.env...)
 	start := func(name, bin string) (*proc, error) {
-		cmd := exec.Command(bin)
-		cmd.Env = env
-		logf, err := os.Create(filepath.Join(tmp, db+"-"+name+".log"))
+		p, err := launcher.Start(launcher.Spec{Name: name, Binary: bin, Env: env, LogPath: filepath.Join(tmp, db+"-"+name+".log")})
 		if err != nil {
 			return nil, err
 		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		return &proc{name: name, cmd: cmd}, nil
+		return &proc{Process: p}, nil
 	}
 	var procs []*proc
 	for i := 0; i < workers; i++ {
@@ -260,17 +250,13 @@ func (b bench) run(ctx context.Context, workers int) error {
 		return err
 	}
 	elapsed := time.Since(began)
-	if err := ing.cmd.Wait(); err != nil {
+	if err := ing.Wait(); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	// Then until similarity has applied every song.
 	err = pollUntil(ctx, procs, func() (bool, error) {
-		c, err := js.Consumer(ctx, events.StreamOutcomes, events.ConsumerSimilarity)
-		if err != nil {
-			return false, err
-		}
-		info, err := c.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0, err
+		settled, info, err := transport.Settled(ctx, js, events.StreamOutcomes, events.ConsumerSimilarity)
+		return settled && info.Delivered.Stream > 0, err
 	})
 	if err != nil {
 		return err
@@ -279,8 +265,7 @@ func (b bench) run(ctx context.Context, workers int) error {
 	pgCPU, gwCPU, selfCPU = treeCPU(postmaster)-pgCPU, b.gatewayCPU()-gwCPU, selfCPUTime()-selfCPU
 	for _, p := range procs {
 		p.samplePeak()
-		p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // may have exited
-		p.cmd.Wait()                          //nolint:errcheck // rusage is what matters
+		p.Stop(30 * time.Second) //nolint:errcheck // rusage is what matters
 	}
 	procs = append([]*proc{ing}, procs...)
 	a, err := st.Account(ctx)
@@ -300,9 +285,9 @@ func (b bench) run(ctx context.Context, workers int) error {
 		workers, concurrency, files, elapsed.Seconds(), float64(files)/elapsed.Seconds(), withSimilarity.Seconds(), float64(files)/withSimilarity.Seconds(),
 		p50, p99, a.Songs, a.Failures, a.Discovered, a.Balanced())
 	for _, p := range procs {
-		if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		if ru, ok := p.Cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			fmt.Printf("  %-12s cpu %6.1f s  peak rss %6.1f MiB\n", p.name, cpu.Seconds(), float64(p.peakKiB)/1024)
+			fmt.Printf("  %-12s cpu %6.1f s  peak rss %6.1f MiB\n", p.Name, cpu.Seconds(), float64(p.peakKiB)/1024)
 		}
 	}
 	fmt.Printf("  %-12s cpu %6.1f s  (postmaster and every backend)\n", "postgres", pgCPU.Seconds())

@@ -9,6 +9,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,8 +21,8 @@ import (
 
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/natsembed"
-	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/pglocal"
+	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/wiring"
 	"github.com/scale-dev/scale/services/api"
 	"github.com/scale-dev/scale/services/extract"
@@ -54,7 +56,14 @@ func run(ctx context.Context) error {
 	}
 	log := cfg.Ops.Logger("scale")
 	config.Log(log, &cfg)
-	ingestOpts, err := cfg.Ingest.Options(os.Stderr)
+	return runPipeline(ctx, cfg, log, os.Stdout)
+}
+
+// runPipeline starts the embedded parts, then every service over them, and
+// returns when ctx ends or a part fails; everything it started is stopped
+// when it returns, on every path.
+func runPipeline(ctx context.Context, cfg settings, log *slog.Logger, out io.Writer) error {
+	ingestOpts, err := cfg.Ingest.Options(out)
 	if err != nil {
 		return err
 	}
@@ -62,10 +71,9 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-
 	pgURL := cfg.Postgres.URL
 	if pgURL == "" {
-		fmt.Fprintf(os.Stderr, "scale: starting local Postgres under %s\n", filepath.Join(data, "postgres"))
+		fmt.Fprintf(out, "scale: starting local Postgres under %s\n", filepath.Join(data, "postgres"))
 		cluster, err := pglocal.Start(ctx, filepath.Join(data, "postgres"), pglocal.Options{Durable: true})
 		if err != nil {
 			return err
@@ -86,41 +94,32 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	fmt.Fprintf(os.Stderr, "scale: embedded NATS JetStream at %s\n", srv.ClientURL())
+	fmt.Fprintf(out, "scale: embedded NATS JetStream at %s\n", srv.ClientURL())
 
-	infra, err := wiring.Open(ctx, "scale",
-		config.NATS{URL: srv.ClientURL(), Replicas: 1, DuplicateWindow: 10 * time.Minute},
-		config.Postgres{URL: pgURL, Wait: 30 * time.Second}, cfg.Storage, log)
-	if err != nil {
-		return err
+	pg := config.Postgres{URL: pgURL, Wait: 30 * time.Second}
+	svc := wiring.Service{
+		Name: "scale", Ops: cfg.Ops, AppAddr: cfg.API.Addr, S3: &cfg.Storage, Postgres: &pg, Reader: &pg,
+		NATS: &config.NATS{URL: srv.ClientURL(), Replicas: 1, DuplicateWindow: 10 * time.Minute},
 	}
-	defer infra.Close()
-	fmt.Fprintf(os.Stderr, "scale: metrics and health at http://%s/metrics /healthz /readyz\n", cfg.Ops.Addr)
-
-	return infra.Run(ctx, cfg.Ops.Addr, func(ctx context.Context) error {
+	return wiring.Run(ctx, svc, log, func(ctx context.Context, in *wiring.Infra) error {
+		fmt.Fprintf(out, "scale: metrics and health at http://%s/metrics /healthz /readyz\n", cfg.Ops.Addr)
 		g, gctx := errgroup.WithContext(ctx)
-		worker := extract.New(extract.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
+		worker := extract.New(extract.Deps{JS: in.JS, Store: in.Store, Objects: in.Objects, Log: log, Metrics: in.Registry},
 			cfg.Extract.Options())
 		g.Go(func() error { return worker.Run(gctx) })
-		sim := similarity.New(similarity.Deps{JS: infra.JS, Store: infra.Store, Log: log, Metrics: infra.Registry}, cfg.Similarity)
+		sim := similarity.New(similarity.Deps{JS: in.JS, Store: in.Store, Log: log, Metrics: in.Registry}, cfg.Similarity)
 		g.Go(func() error { return sim.Run(gctx) })
-		pool, err := api.OpenPool(gctx, pgURL)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		a := api.New(pool, log, infra.Registry, cfg.API)
+		a := api.New(in.Reader, log, in.Registry, cfg.API)
+		in.Mount(a.Handler())
 		g.Go(func() error { return a.Run(gctx) })
-		apiHandler := a.Handler(ops.Handler(infra.Registry, map[string]ops.Check{"postgres": pool.Ping}))
-		g.Go(func() error { return ops.Serve(gctx, cfg.API.Addr, apiHandler, log) })
-		fmt.Fprintf(os.Stderr, "scale: web page and API at http://%s/\n", cfg.API.Addr)
+		fmt.Fprintf(out, "scale: web page and API at http://%s/\n", in.AppAddr())
 		g.Go(func() error {
-			_, err := ingest.Run(gctx, ingest.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry},
+			_, err := ingest.Run(gctx, ingest.Deps{JS: in.JS, Store: in.Store, Objects: in.Objects, Log: log, Metrics: in.Registry},
 				ingestOpts)
 			if err != nil {
 				return err
 			}
-			return reportProgress(gctx, infra, cfg.API.Addr)
+			return reportProgress(gctx, in.Store, in.AppAddr(), out)
 		})
 		return g.Wait()
 	})
@@ -128,10 +127,10 @@ func run(ctx context.Context) error {
 
 // reportProgress prints the ledger every second until no file is pending, then
 // the final accounting; the pipeline keeps running for files added later.
-func reportProgress(ctx context.Context, infra *wiring.Infra, apiAddr string) error {
+func reportProgress(ctx context.Context, st *store.Store, apiAddr string, out io.Writer) error {
 	start := time.Now()
 	for {
-		a, err := infra.Store.Account(ctx)
+		a, err := st.Account(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -139,11 +138,11 @@ func reportProgress(ctx context.Context, infra *wiring.Infra, apiAddr string) er
 			return err
 		}
 		if a.Pending == 0 {
-			fmt.Fprintf(os.Stderr, "scale: all %d files finished: %d songs, %d failures (balanced: %v). Browse http://%s/ — Ctrl-C to stop.\n",
+			fmt.Fprintf(out, "scale: all %d files finished: %d songs, %d failures (balanced: %v). Browse http://%s/ — Ctrl-C to stop.\n",
 				a.Discovered, a.Songs, a.Failures, a.Balanced(), apiAddr)
 			return nil
 		}
-		fmt.Fprintf(os.Stderr, "extract: %d of %d files finished (%d songs, %d failures), %.0f s\n",
+		fmt.Fprintf(out, "extract: %d of %d files finished (%d songs, %d failures), %.0f s\n",
 			a.Done+a.Failed, a.Discovered, a.Songs, a.Failures, time.Since(start).Seconds())
 		select {
 		case <-ctx.Done():

@@ -89,32 +89,36 @@ func run(ctx context.Context) error {
 
 	start = time.Now()
 	sim := similarity.New(similarity.Deps{Store: st, Log: log, Metrics: ops.NewRegistry()}, similarity.Settings{K: 10, MinInstruments: 3})
-	if err := sim.Rebuild(ctx, os.Stdout); err != nil {
+	if err := sim.Exclusive(ctx, func(ctx context.Context) error { return sim.Rebuild(ctx, os.Stdout) }); err != nil {
 		return err
 	}
 	say("RESULT similarity rebuild: %.1f s for %d songs", time.Since(start).Seconds(), len(ids))
 	start = time.Now()
 	restarted := similarity.New(similarity.Deps{Store: st, Log: log, Metrics: ops.NewRegistry()}, similarity.Settings{K: 10, MinInstruments: 3})
-	if err := restarted.Start(ctx); err != nil {
+	if err := restarted.Exclusive(ctx, restarted.Start); err != nil {
 		return err
 	}
 	say("RESULT similarity start over the stored lists (a restart): %.1f s", time.Since(start).Seconds())
 
-	pool, err := api.OpenPool(ctx, cluster.URL("postgres"))
+	reader, err := store.OpenReader(ctx, cluster.URL("postgres"))
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer reader.Close()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	reg := ops.NewRegistry()
-	a := api.New(pool, log, reg, api.Settings{CacheSongs: *cacheSongs})
+	a := api.New(reader, log, reg, api.Settings{CacheSongs: *cacheSongs})
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	defer stopAPI()
 	go a.Run(apiCtx) //nolint:errcheck // stopped with the benchmark
-	srv := &http.Server{Handler: a.Handler(ops.Handler(reg, nil)), ReadHeaderTimeout: 5 * time.Second}
+	health := ops.NewHealth()
+	health.SetPhase(ops.Running)
+	mux := ops.Handler(reg, health)
+	mux.Handle("/", a.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l) //nolint:errcheck // closed below
 	defer srv.Close()
 	base := "http://" + l.Addr().String()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ardanlabs/conf/v3"
 
+	"github.com/scale-dev/scale/internal/buildinfo"
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/pkg/events"
 )
@@ -54,19 +55,29 @@ func (s S3) ObjStore() objstore.S3Config {
 	return objstore.S3Config{Endpoint: s.Endpoint, Region: s.Region, PathStyle: s.PathStyle, AccessKey: s.AccessKey, SecretKey: s.SecretKey}
 }
 
-// Ops configures the operations endpoint and logs.
+// Ops configures the operations endpoint, the shutdown and the logs.
 type Ops struct {
-	Addr     string `conf:"default:127.0.0.1:9090,help:listen address of /metrics /healthz /readyz"`
-	LogLevel string `conf:"default:info,help:debug|info|warn|error"`
+	Addr         string        `conf:"default:127.0.0.1:9090,help:listen address of /metrics /healthz /readyz /debug/pprof (0.0.0.0:9090 in a container)"`
+	DrainTimeout time.Duration `conf:"default:20s,help:after SIGTERM, how long to finish the work in hand and flush acknowledgements before exiting anyway; keep it below the pod's terminationGracePeriodSeconds (30 s by default)"`
+	LogLevel     string        `conf:"default:info,help:debug|info|warn|error"`
 }
 
-// Logger returns a JSON slog logger on stderr at the configured level.
+// Logger returns a JSON slog logger on stderr at the configured level, and
+// makes it the process's default logger, so that every line (the fatal one
+// that config.Main writes included) is in one stream and one format.
 func (o Ops) Logger(service string) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		level = slog.LevelInfo
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", service)
+	log := newLogger(service, level)
+	slog.SetDefault(log)
+	return log
+}
+
+func newLogger(service string, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).
+		With("service", service, "version", buildinfo.Version())
 }
 
 // ErrHelp is returned by Parse when --help was asked for and printed.
@@ -96,11 +107,12 @@ func Log(log *slog.Logger, cfg any) {
 // Main is the whole of a binary's main: it runs run with a context that ends on
 // SIGINT or SIGTERM, and on error logs it once and exits 1.
 func Main(name string, run func(ctx context.Context) error) {
+	slog.SetDefault(newLogger(name, slog.LevelInfo)) // until the configured one replaces it
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx)
 	stop()
 	if err != nil && !errors.Is(err, ErrHelp) {
-		slog.Error(name+" stopped", "error", err)
+		slog.Error("stopped", "error", err)
 		os.Exit(1)
 	}
 }

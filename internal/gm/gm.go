@@ -37,6 +37,22 @@ var Families = [16]string{
 	"Reed", "Pipe", "Synth Lead", "Synth Pad", "Synth Effects", "Ethnic", "Percussive", "Sound Effects",
 }
 
+// Instrument ids, the one numbering every part of Scale uses (the instruments
+// table, song_instruments, the similarity features, the API): 0–127 are the GM
+// programs and Drums is every drum kit (channel 10) as one instrument.
+const (
+	Drums       = 128
+	Instruments = 129 // how many ids there are
+)
+
+// ID returns the instrument id of a melodic program or of the drums.
+func ID(program int, drums bool) int {
+	if drums {
+		return Drums
+	}
+	return program
+}
+
 // DrumsName and DrumsFamily describe the one drum instrument (channel 10).
 const (
 	DrumsName   = "Drums"

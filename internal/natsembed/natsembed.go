@@ -6,12 +6,13 @@ package natsembed
 import (
 	"errors"
 	"fmt"
-	"github.com/scale-dev/scale/internal/freeport"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/scale-dev/scale/internal/freeport"
 )
 
 // Options for one embedded server.
@@ -62,16 +63,17 @@ func Start(o Options) (*server.Server, error) {
 	return s, nil
 }
 
-// Cluster is a set of routed servers with JetStream.
+// Cluster is a set of routed servers with JetStream. Each node keeps its
+// client port, route port and store across a restart, as a real node would.
 type Cluster struct {
-	Servers []*server.Server
+	Servers []*server.Server // nil while a node is stopped
 	opts    []Options
 }
 
 // StartCluster runs n routed servers storing under storeDir(i), and waits until
 // JetStream has a meta leader.
 func StartCluster(n int, storeDir func(i int) string) (*Cluster, error) {
-	ports := make([]int, n)
+	ports := make([]int, 2*n) // client ports, then route ports
 	for i := range ports {
 		p, err := freeport.Get()
 		if err != nil {
@@ -82,12 +84,12 @@ func StartCluster(n int, storeDir func(i int) string) (*Cluster, error) {
 	c := &Cluster{}
 	for i := 0; i < n; i++ {
 		var routes []string
-		for j, p := range ports {
+		for j := 0; j < n; j++ {
 			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[n+j]))
 			}
 		}
-		o := Options{Port: -1, StoreDir: storeDir(i), Name: fmt.Sprintf("n%d", i), ClusterName: "scale", ClusterPort: ports[i], Routes: routes}
+		o := Options{Port: ports[i], StoreDir: storeDir(i), Name: fmt.Sprintf("n%d", i), ClusterName: "scale", ClusterPort: ports[n+i], Routes: routes}
 		s, err := Start(o)
 		if err != nil {
 			c.Shutdown()
@@ -96,26 +98,58 @@ func StartCluster(n int, storeDir func(i int) string) (*Cluster, error) {
 		c.Servers = append(c.Servers, s)
 		c.opts = append(c.opts, o)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	if err := c.waitMetaLeader(20 * time.Second); err != nil {
+		c.Shutdown()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) waitMetaLeader(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		for _, s := range c.Servers {
-			if s.JetStreamIsLeader() {
-				return c, nil
+			if s != nil && s.JetStreamIsLeader() {
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.Shutdown()
-	return nil, errors.New("NATS cluster elected no JetStream leader in 20s")
+	return fmt.Errorf("NATS cluster elected no JetStream meta leader in %v", timeout)
 }
 
-// URL lists every running node's client URL, comma-separated, as nats.Connect takes it.
+// Stop shuts node i down (a lost node); Restart brings it back.
+func (c *Cluster) Stop(i int) {
+	if s := c.Servers[i]; s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+		c.Servers[i] = nil
+	}
+}
+
+// Restart starts node i again on the same ports and store, and waits until
+// the cluster has a meta leader.
+func (c *Cluster) Restart(i int) error {
+	c.Stop(i)
+	s, err := Start(c.opts[i])
+	if err != nil {
+		return fmt.Errorf("restarting NATS node %d: %w", i, err)
+	}
+	c.Servers[i] = s
+	return c.waitMetaLeader(20 * time.Second)
+}
+
+// ClientURL is node i's client URL, whether it runs or not.
+func (c *Cluster) ClientURL(i int) string {
+	return fmt.Sprintf("nats://127.0.0.1:%d", c.opts[i].Port)
+}
+
+// URL lists every node's client URL, comma-separated, as nats.Connect takes
+// it: a client given all of them reconnects to whichever nodes run.
 func (c *Cluster) URL() string {
-	var urls []string
-	for _, s := range c.Servers {
-		if s != nil && s.Running() {
-			urls = append(urls, s.ClientURL())
-		}
+	urls := make([]string, len(c.opts))
+	for i := range c.opts {
+		urls[i] = c.ClientURL(i)
 	}
 	return strings.Join(urls, ",")
 }

@@ -45,8 +45,9 @@ type Similar struct {
 // given keep their rows: an incremental update sends only the ranks that
 // changed (a list never shrinks when songs are added). Rewriting a rank in
 // place is a HOT update (no index entry changes), far cheaper than deleting and
-// inserting the list.
-func (s *Store) WriteSimilar(ctx context.Context, lists map[string][]Similar) error {
+// inserting the list. It writes through the lease's session: only the lease
+// holder writes lists.
+func (l *Lease) WriteSimilar(ctx context.Context, lists map[string][]Similar) error {
 	var songs, others, shared []string
 	var ranks []int16
 	var scores []float64
@@ -66,7 +67,7 @@ func (s *Store) WriteSimilar(ctx context.Context, lists map[string][]Similar) er
 		ON CONFLICT (song, rank) DO UPDATE SET other = EXCLUDED.other, score = EXCLUDED.score, shared = EXCLUDED.shared`,
 		songs, ranks, others, scores, shared)
 	b.Queue(bumpSimilarVersion)
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
+	err := l.inTx(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
 	if err != nil {
 		return fmt.Errorf("writing %d similarity entries: %w", len(songs), err)
 	}
@@ -118,9 +119,9 @@ func (s *Store) SimilarLists(ctx context.Context, fn func(song string, others []
 // table: until autovacuum gets to it, the planner would otherwise take the
 // freshly filled table for the empty one it saw and scan all of it for every
 // API request (measured: 11 req/s instead of 10,000 right after a Lakh-size
-// rebuild).
-func (s *Store) RebuildSimilar(ctx context.Context, lists map[string][]Similar, p SimilarityParams) error {
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+// rebuild). Like WriteSimilar it writes through the lease's session.
+func (l *Lease) RebuildSimilar(ctx context.Context, lists map[string][]Similar, p SimilarityParams) error {
+	err := l.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "TRUNCATE similar_songs"); err != nil {
 			return fmt.Errorf("rebuilding similarity lists: %w", err)
 		}
@@ -137,7 +138,10 @@ func (s *Store) RebuildSimilar(ctx context.Context, lists map[string][]Similar, 
 	if err != nil {
 		return err
 	}
-	if _, err := s.Pool.Exec(ctx, "ANALYZE similar_songs"); err != nil {
+	l.mu.Lock()
+	_, err = l.conn.Exec(ctx, "ANALYZE similar_songs")
+	l.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("analyzing similarity lists: %w", err)
 	}
 	return nil

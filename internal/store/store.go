@@ -21,9 +21,6 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// DrumsInstrument is the instruments.id of the drums; 0–127 are GM programs.
-const DrumsInstrument = 128
-
 // Store wraps a connection pool.
 type Store struct {
 	Pool *pgxpool.Pool
@@ -124,7 +121,7 @@ func (s *Store) writeCatalog(ctx context.Context, conn *pgx.Conn) error {
 	for p := range gm.Programs {
 		b.Queue(q, p, gm.Name(uint8(p), false), gm.Family(uint8(p)))
 	}
-	b.Queue(q, DrumsInstrument, gm.DrumsName, gm.DrumsFamily)
+	b.Queue(q, gm.Drums, gm.DrumsName, gm.DrumsFamily)
 	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("writing the GM catalog: %w", err)
 	}

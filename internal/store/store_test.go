@@ -2,11 +2,13 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/scale-dev/scale/internal/gm"
 	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/testenv"
 )
@@ -23,7 +25,7 @@ func TestMigrateIsIdempotentAndWritesCatalog(t *testing.T) {
 	}
 	var n int
 	var drums string
-	if err := s.Pool.QueryRow(ctx, "SELECT count(*), (SELECT name FROM instruments WHERE id = $1) FROM instruments", store.DrumsInstrument).Scan(&n, &drums); err != nil {
+	if err := s.Pool.QueryRow(ctx, "SELECT count(*), (SELECT name FROM instruments WHERE id = $1) FROM instruments", gm.Drums).Scan(&n, &drums); err != nil {
 		t.Fatal(err)
 	}
 	if n != 129 || drums != "Drums" {
@@ -51,7 +53,7 @@ func TestLedgerIsIdempotent(t *testing.T) {
 		}
 	}
 	song := store.Song{ID: songID, Name: "good", SourceKey: "s3://b/good.mid", Format: 1, Tracks: 2, TicksPerQuarter: 96,
-		DurationSeconds: 1.5, InitialBPM: 120, InstrumentNotes: map[int]int{0: 4, store.DrumsInstrument: 2}}
+		DurationSeconds: 1.5, InitialBPM: 120, InstrumentNotes: map[int]int{0: 4, gm.Drums: 2}}
 	copied := song
 	copied.SourceKey = "s3://b/copy.mid"        // same content under another key: same song
 	for attempt := 1; attempt <= 2; attempt++ { // a redelivery repeats the save
@@ -116,15 +118,20 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 		}
 		return got
 	}
+	lease, err := s.TryLease(ctx, store.SimilarityWriter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release()
 	a1 := store.Similar{Rank: 1, Other: "b", Score: 1, Shared: []int16{0, 40, 128}}
 	a2 := store.Similar{Rank: 2, Other: "c", Score: 0.5, Shared: []int16{0}}
 	b1 := store.Similar{Rank: 1, Other: "a", Score: 1, Shared: []int16{0, 40, 128}}
-	if err := s.WriteSimilar(ctx, map[string][]store.Similar{"a": {a1, a2}, "b": {b1}}); err != nil {
+	if err := lease.WriteSimilar(ctx, map[string][]store.Similar{"a": {a1, a2}, "b": {b1}}); err != nil {
 		t.Fatal(err)
 	}
 	a2new := store.Similar{Rank: 2, Other: "d", Score: 0.75, Shared: []int16{40, 128, 3}}
 	a3 := store.Similar{Rank: 3, Other: "c", Score: 0.5, Shared: []int16{}}
-	if err := s.WriteSimilar(ctx, map[string][]store.Similar{"a": {a2new, a3}}); err != nil {
+	if err := lease.WriteSimilar(ctx, map[string][]store.Similar{"a": {a2new, a3}}); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][]store.Similar{"a": {a1, a2new, a3}, "b": {b1}}
@@ -145,7 +152,7 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 		t.Fatalf("settings recorded before any rebuild (%v)", err)
 	}
 	for _, p := range []store.SimilarityParams{{K: 10, MinInstruments: 3}, {K: 5, MinInstruments: 4}} {
-		if err := s.RebuildSimilar(ctx, map[string][]store.Similar{"c": {a3}, "d": {b1, a2new}}, p); err != nil {
+		if err := lease.RebuildSimilar(ctx, map[string][]store.Similar{"c": {a3}, "d": {b1, a2new}}, p); err != nil {
 			t.Fatal(err)
 		}
 		if got, ok, err := s.StoredSimilarityParams(ctx); !ok || err != nil || got != p {
@@ -168,4 +175,45 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 	if fmt.Sprint(lists) != "map[c:[c] d:[a d]]" {
 		t.Errorf("SimilarLists gave %v", lists)
 	}
+}
+
+// TestLeaseIsExclusiveAndFencesWrites: a second taker is refused while the
+// lease is held and gets it once it is released; when the holder's session
+// dies the lease is free at once, Lost fires, and the old holder's writes
+// fail instead of racing the new holder's.
+func TestLeaseIsExclusiveAndFencesWrites(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	first, err := s.TryLease(ctx, store.SimilarityWriter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TryLease(ctx, store.SimilarityWriter); !errors.Is(err, store.ErrLeaseHeld) {
+		t.Fatalf("second TryLease while held: %v, want ErrLeaseHeld", err)
+	}
+	first.Release()
+	second, err := s.TryLease(ctx, store.SimilarityWriter)
+	if err != nil {
+		t.Fatalf("TryLease after release: %v", err)
+	}
+	// Kill the holder's session from outside, as a crash or a lost
+	// connection would end it.
+	if _, err := s.Pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND objid = $1::bigint % 4294967296`, int64(store.SimilarityWriter)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-second.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost did not fire within 10 s of the session's end")
+	}
+	if err := second.WriteSimilar(ctx, map[string][]store.Similar{"a": {{Rank: 1, Other: "b", Score: 1}}}); err == nil {
+		t.Error("a write through a lost lease succeeded")
+	}
+	second.Release()
+	third, err := s.WaitLease(ctx, store.SimilarityWriter, 50*time.Millisecond, nil)
+	if err != nil {
+		t.Fatalf("WaitLease after the holder's session died: %v", err)
+	}
+	third.Release()
 }

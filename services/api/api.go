@@ -15,14 +15,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scale-dev/scale/internal/gm"
@@ -47,34 +44,16 @@ const (
 
 // API is the HTTP handler set.
 type API struct {
-	pool     *pgxpool.Pool
+	db       *store.Reader
 	log      *slog.Logger
 	requests *prometheus.HistogramVec
 	cache    *similarCache
 }
 
-// OpenPool connects to url with every session as scale_reader, read-only.
-func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("parsing database URL: %w", err)
-	}
-	cfg.MaxConns = int32(max(4, 2*runtime.GOMAXPROCS(0)))
-	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, "SET ROLE scale_reader; SET default_transaction_read_only = on")
-		return err
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("creating API pool: %w", err)
-	}
-	return pool, nil
-}
-
-// New returns the API over a read-only pool. Its similar-list cache works
-// only while Run runs.
-func New(pool *pgxpool.Pool, log *slog.Logger, reg prometheus.Registerer, s Settings) *API {
-	return &API{pool: pool, log: log, cache: newSimilarCache(s.CacheSongs, reg),
+// New returns the API over a read-only database view. Its similar-list cache
+// works only while Run runs.
+func New(db *store.Reader, log *slog.Logger, reg prometheus.Registerer, s Settings) *API {
+	return &API{db: db, log: log, cache: newSimilarCache(s.CacheSongs, reg),
 		requests: ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "scale_api_request_duration_seconds", Help: "API requests by route and status.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
@@ -82,15 +61,12 @@ func New(pool *pgxpool.Pool, log *slog.Logger, reg prometheus.Registerer, s Sett
 }
 
 // Run keeps the similar-list cache in step with the database until ctx ends.
-func (a *API) Run(ctx context.Context) error { return a.cache.run(ctx, a.pool, a.log) }
+func (a *API) Run(ctx context.Context) error { return a.cache.run(ctx, a.db, a.log) }
 
-// Handler routes the API, the OpenAPI document, the web page, and the
-// operations endpoints of opsHandler (/metrics, /healthz, /readyz).
-func (a *API) Handler(opsHandler http.Handler) http.Handler {
+// Handler routes the API, the OpenAPI document and the web page (the
+// operations endpoints are served beside it by the service's ops server).
+func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
-	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz"} {
-		mux.Handle(p, opsHandler)
-	}
 	route := func(pattern string, h func(*http.Request) (any, error)) {
 		mux.HandleFunc(pattern, a.json(pattern, h))
 	}
@@ -247,8 +223,8 @@ func limitParam(r *http.Request) (int, error) {
 
 func instrumentParam(v string) (int, error) {
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > store.DrumsInstrument {
-		return 0, errBadRequest("instrument must be an integer from 0 to %d (%d is the drums)", store.DrumsInstrument, store.DrumsInstrument)
+	if err != nil || n < 0 || n > gm.Drums {
+		return 0, errBadRequest("instrument must be an integer from 0 to %d (%d is the drums)", gm.Drums, gm.Drums)
 	}
 	return n, nil
 }
@@ -283,7 +259,7 @@ type Instrument struct {
 }
 
 func instrument(id int) Instrument {
-	in := Instrument{ID: id, Drums: id == store.DrumsInstrument}
+	in := Instrument{ID: id, Drums: id == gm.Drums}
 	if in.Drums {
 		in.Name, in.Family = gm.DrumsName, gm.DrumsFamily
 	} else {
@@ -295,33 +271,22 @@ func instrument(id int) Instrument {
 }
 
 func (a *API) instruments(r *http.Request) (any, error) {
-	rows, err := a.pool.Query(r.Context(), `SELECT i.id, count(si.song_id) FROM instruments i
-		LEFT JOIN song_instruments si ON si.instrument = i.id GROUP BY i.id ORDER BY i.id`)
+	counts, err := a.db.InstrumentCounts(r.Context())
 	if err != nil {
 		return nil, err
 	}
-	out := []Instrument{}
-	var id int
-	var n int64
-	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
-		in := instrument(id)
-		count := n
-		in.Songs = &count
+	out := make([]Instrument, 0, len(counts))
+	for _, c := range counts {
+		in := instrument(c.ID)
+		in.Songs = &c.Songs
 		out = append(out, in)
-		return nil
-	})
-	return map[string]any{"instruments": out}, err
-}
-
-// SongRef is a song in a list.
-type SongRef struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
+	}
+	return map[string]any{"instruments": out}, nil
 }
 
 type page struct {
-	Songs      []SongRef `json:"songs"`
-	NextCursor string    `json:"next_cursor,omitempty"`
+	Songs      []store.SongRef `json:"songs"`
+	NextCursor string          `json:"next_cursor,omitempty"`
 }
 
 func (a *API) instrumentSongs(r *http.Request) (any, error) {
@@ -341,15 +306,11 @@ func (a *API) instrumentSongs(r *http.Request) (any, error) {
 	if cur != nil {
 		after = cur[0]
 	}
-	rows, err := a.pool.Query(r.Context(), `SELECT s.id, s.name FROM song_instruments si JOIN songs s ON s.id = si.song_id
-		WHERE si.instrument = $1 AND si.song_id > $2 ORDER BY si.song_id LIMIT $3`, inst, after, limit+1)
+	songs, err := a.db.InstrumentSongs(r.Context(), inst, after, limit+1)
 	if err != nil {
 		return nil, err
 	}
-	p, err := collectPage(rows, limit, func(s SongRef) string { return encodeCursor(s.ID) })
-	if err != nil {
-		return nil, err
-	}
+	p := pageOf(songs, limit, func(s store.SongRef) string { return encodeCursor(s.ID) })
 	body := map[string]any{"instrument": instrument(inst), "songs": p.Songs}
 	if p.NextCursor != "" {
 		body["next_cursor"] = p.NextCursor
@@ -357,24 +318,17 @@ func (a *API) instrumentSongs(r *http.Request) (any, error) {
 	return body, nil
 }
 
-func collectPage(rows pgx.Rows, limit int, cursor func(SongRef) string) (page, error) {
-	p := page{Songs: []SongRef{}}
-	var s SongRef
-	_, err := pgx.ForEachRow(rows, []any{&s.ID, &s.Name}, func() error {
-		p.Songs = append(p.Songs, s)
-		return nil
-	})
+// pageOf cuts songs (up to limit+1, to tell whether there is more) to a page.
+func pageOf(songs []store.SongRef, limit int, cursor func(store.SongRef) string) page {
+	p := page{Songs: songs}
+	if p.Songs == nil {
+		p.Songs = []store.SongRef{}
+	}
 	if len(p.Songs) > limit {
 		p.Songs = p.Songs[:limit]
 		p.NextCursor = cursor(p.Songs[limit-1])
 	}
-	return p, err
-}
-
-// likePattern escapes LIKE metacharacters so that q matches literally.
-func likePattern(q string) string {
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-	return "%" + r.Replace(strings.ToLower(q)) + "%"
+	return p
 }
 
 func (a *API) songs(r *http.Request) (any, error) {
@@ -397,19 +351,15 @@ func (a *API) songs(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	afterName, afterID := "", ""
+	sq := store.SongQuery{Name: q, Instrument: inst, Limit: limit + 1}
 	if cur != nil {
-		afterName, afterID = cur[0], cur[1]
+		sq.AfterName, sq.AfterID = cur[0], cur[1]
 	}
-	rows, err := a.pool.Query(r.Context(), `SELECT s.id, s.name FROM songs s
-		WHERE ($1 = '' OR lower(s.name) LIKE $2)
-		  AND ($3 < 0 OR EXISTS (SELECT 1 FROM song_instruments si WHERE si.song_id = s.id AND si.instrument = $3))
-		  AND ($4 = '' OR (s.name, s.id) > ($5, $4))
-		ORDER BY s.name, s.id LIMIT $6`, q, likePattern(q), inst, afterID, afterName, limit+1)
+	songs, err := a.db.Songs(r.Context(), sq)
 	if err != nil {
 		return nil, err
 	}
-	return collectPage(rows, limit, func(s SongRef) string { return encodeCursor(s.Name, s.ID) })
+	return pageOf(songs, limit, func(s store.SongRef) string { return encodeCursor(s.Name, s.ID) }), nil
 }
 
 // Song is a song with its instruments.
@@ -430,27 +380,19 @@ func (a *API) song(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var s Song
-	err = a.pool.QueryRow(r.Context(), `SELECT id, name, source_key, smf_format, tracks, ticks_per_quarter, duration_seconds, initial_bpm
-		FROM songs WHERE id = $1`, id).Scan(&s.ID, &s.Name, &s.Source, &s.Format, &s.Tracks, &s.TicksPerQuarter, &s.DurationSeconds, &s.InitialBPM)
-	if errors.Is(err, pgx.ErrNoRows) {
+	d, err := a.db.Song(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, errNotFound("no such song")
 	}
 	if err != nil {
 		return nil, err
 	}
-	rows, err := a.pool.Query(r.Context(), "SELECT instrument, notes FROM song_instruments WHERE song_id = $1 ORDER BY instrument", id)
-	if err != nil {
-		return nil, err
+	s := Song{ID: d.ID, Name: d.Name, Source: d.Source, Format: d.Format, Tracks: d.Tracks, TicksPerQuarter: d.TPQ,
+		DurationSeconds: d.DurationSeconds, InitialBPM: d.BPM, Instruments: make([]Instrument, 0, len(d.InstrumentNotes))}
+	for _, in := range d.InstrumentNotes {
+		inst := instrument(in.ID)
+		inst.Notes = &in.Notes
+		s.Instruments = append(s.Instruments, inst)
 	}
-	s.Instruments = []Instrument{}
-	var inst, notes int
-	_, err = pgx.ForEachRow(rows, []any{&inst, &notes}, func() error {
-		in := instrument(inst)
-		n := notes
-		in.Notes = &n
-		s.Instruments = append(s.Instruments, in)
-		return nil
-	})
-	return s, err
+	return s, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -14,10 +15,9 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scale-dev/scale/internal/gm"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
 )
@@ -129,7 +129,7 @@ func (c *similarCache) size() (songs, bytes int) {
 }
 
 // run polls the version until ctx ends.
-func (c *similarCache) run(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+func (c *similarCache) run(ctx context.Context, db *store.Reader, log *slog.Logger) error {
 	if c.maxSongs <= 0 {
 		<-ctx.Done()
 		return nil
@@ -137,8 +137,7 @@ func (c *similarCache) run(ctx context.Context, pool *pgxpool.Pool, log *slog.Lo
 	ticker := time.NewTicker(versionPoll)
 	defer ticker.Stop()
 	for {
-		var v int64
-		err := pool.QueryRow(ctx, "SELECT version FROM similar_songs_version").Scan(&v)
+		v, err := db.SimilarVersion(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -205,30 +204,15 @@ func (a *API) similarFor(ctx context.Context, id string) (l similarList, found b
 	} else {
 		a.cache.misses.Inc()
 	}
-	// The inner join keeps an entry only with its other song's row.
-	rows, err := a.pool.Query(ctx, `SELECT ss.rank, ss.other, o.name, ss.score, ss.shared
-		FROM songs s LEFT JOIN (similar_songs ss JOIN songs o ON o.id = ss.other) ON ss.song = s.id
-		WHERE s.id = $1 ORDER BY ss.rank`, id)
-	if err != nil {
-		return l, false, err
-	}
 	var otherIDs [][16]byte
-	var rank *int16
-	var other, name *string
-	var score *float64
-	var shared []int16
-	_, err = pgx.ForEachRow(rows, []any{&rank, &other, &name, &score, &shared}, func() error {
-		found = true
-		if rank == nil {
-			return nil // the song exists and has no similar songs
-		}
+	err = a.db.SimilarTo(ctx, id, func(se store.SimilarEntry) error {
 		var otherKey [16]byte
-		if _, err := hex.Decode(otherKey[:], []byte(*other)); err != nil {
-			return fmt.Errorf("similar_songs.other %q: %w", *other, err)
+		if _, err := hex.Decode(otherKey[:], []byte(se.Other)); err != nil {
+			return fmt.Errorf("similar_songs.other %q: %w", se.Other, err)
 		}
-		e := similarEntry{rank: *rank, score: *score, other: l.others.add(idName(*other, *name))}
-		for _, in := range shared {
-			if in >= 0 && in <= store.DrumsInstrument {
+		e := similarEntry{rank: se.Rank, score: se.Score, other: l.others.add(idName(se.Other, se.Name))}
+		for _, in := range se.Shared {
+			if in >= 0 && in <= gm.Drums {
 				e.shared[in/64] |= 1 << (in % 64)
 			}
 		}
@@ -236,8 +220,11 @@ func (a *API) similarFor(ctx context.Context, id string) (l similarList, found b
 		otherIDs = append(otherIDs, otherKey)
 		return nil
 	})
-	if err != nil || !found {
-		return l, found, err
+	if errors.Is(err, store.ErrNotFound) {
+		return l, false, nil
+	}
+	if err != nil {
+		return l, false, err
 	}
 	if g != nil {
 		g.put(key, l, otherIDs, a.cache.maxSongs)
@@ -261,7 +248,7 @@ func mustJSON(v any) []byte {
 }
 
 // instrumentJSON is each instrument's JSON, as the encoder writes it.
-var instrumentJSON = func() (out [store.DrumsInstrument + 1][]byte) {
+var instrumentJSON = func() (out [gm.Drums + 1][]byte) {
 	for id := range out {
 		out[id] = mustJSON(instrument(id))
 	}

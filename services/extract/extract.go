@@ -15,19 +15,18 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scale-dev/scale/internal/gm"
 	"github.com/scale-dev/scale/internal/midiparse"
-	"github.com/scale-dev/scale/internal/natsconn"
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 )
 
@@ -79,7 +78,7 @@ func New(d Deps, opts Options) *Worker {
 		d:    d,
 		opts: opts,
 		outcomes: ops.Register(d.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "scale_extract_messages_total", Help: "midi.discovered messages handled, by outcome (song, failed, retry, poison).",
+			Name: "scale_extract_messages_total", Help: "midi.discovered messages handled, by outcome (song, failed, retry); undecodable ones are scale_consumer_poison_total.",
 		}, []string{"outcome"})),
 		duration: ops.Register(d.Metrics, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "scale_extract_duration_seconds", Help: "Time to handle one file in its batch: fetch, parse, store, publish, settle.",
@@ -95,28 +94,17 @@ func New(d Deps, opts Options) *Worker {
 // messages and handle them as one batch. When ctx ends, no loop fetches again;
 // the batches in hand are finished, then Run returns.
 func (w *Worker) Run(ctx context.Context) error {
-	cons, err := w.d.JS.CreateOrUpdateConsumer(ctx, events.StreamDiscovered, events.ExtractConsumer(w.opts.AckWait))
-	if err != nil {
-		return fmt.Errorf("creating consumer %s: %w", events.ConsumerExtract, err)
-	}
-	w.d.Log.Info("extract worker started", "concurrency", w.opts.Concurrency, "fetch_batch", w.opts.FetchBatch)
-	var wg sync.WaitGroup
-	for range w.opts.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			natsconn.ConsumeBatches(ctx, cons, w.opts.FetchBatch, w.d.Log, w.HandleBatch)
-		}()
-	}
-	wg.Wait()
+	err := transport.Consume(ctx, w.d.JS, transport.Consumer{
+		Stream: events.StreamDiscovered, Config: events.ExtractConsumer(w.opts.AckWait),
+		Batch: w.opts.FetchBatch, Loops: w.opts.Concurrency, Log: w.d.Log, Metrics: w.d.Metrics,
+	}, w.handleBatch)
 	w.d.Log.Info("extract worker drained")
-	return nil
+	return err
 }
 
 // item is one message of a batch and what became of it.
 type item struct {
-	msg       jetstream.Msg
-	attempts  int
+	transport.Delivery[events.Discovered]
 	song      *store.Song
 	extracted events.Extracted
 	failure   *store.Failure
@@ -124,28 +112,17 @@ type item struct {
 	retry     error // transient: Nak
 }
 
-// HandleBatch processes messages and settles each (Ack, Term or Nak). Songs and
-// failures of the batch are stored in one transaction; their events are then
-// published together; only then are the messages acknowledged.
-func (w *Worker) HandleBatch(ctx context.Context, msgs []jetstream.Msg) {
+// handleBatch processes a batch and settles each message (Ack, Term or Nak).
+// Songs and failures of the batch are stored in one transaction; their events
+// are then published together; only then are the messages acknowledged.
+func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[events.Discovered]) {
 	start := time.Now()
-	w.inFlight.Add(float64(len(msgs)))
-	defer w.inFlight.Sub(float64(len(msgs)))
-	items := make([]*item, 0, len(msgs))
-	for _, msg := range msgs {
-		it := &item{msg: msg, attempts: 1}
-		if meta, err := msg.Metadata(); err == nil {
-			it.attempts = int(meta.NumDelivered)
-		}
-		ev, err := events.Decode[events.Discovered](msg.Data())
-		if err != nil {
-			// Not a file we can name: nothing to record against, so drop it loudly.
-			w.d.Log.Error("dropping undecodable midi.discovered message", "error", err)
-			w.outcomes.WithLabelValues("poison").Inc()
-			_ = msg.TermWithReason("undecodable event")
-			continue
-		}
-		w.process(ctx, ev, it)
+	w.inFlight.Add(float64(len(batch)))
+	defer w.inFlight.Sub(float64(len(batch)))
+	items := make([]*item, 0, len(batch))
+	for _, d := range batch {
+		it := &item{Delivery: d}
+		w.process(ctx, d.Event, it)
 		items = append(items, it)
 	}
 	var songs []store.Song
@@ -162,10 +139,10 @@ func (w *Worker) HandleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	}
 	err := w.d.Store.SaveOutcomes(ctx, songs, failures)
 	if err == nil {
-		err = events.PublishBatch(ctx, w.d.JS, events.SubjectExtracted, extracted)
+		err = transport.PublishBatch(ctx, w.d.JS, events.SubjectExtracted, extracted)
 	}
 	if err == nil {
-		err = events.PublishBatch(ctx, w.d.JS, events.SubjectFailed, failed)
+		err = transport.PublishBatch(ctx, w.d.JS, events.SubjectFailed, failed)
 	}
 	for _, it := range items {
 		if err != nil && it.retry == nil {
@@ -173,17 +150,17 @@ func (w *Worker) HandleBatch(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		switch {
 		case it.retry != nil:
-			delay := backoff(it.attempts)
-			w.d.Log.Warn("transient error; will retry", "error", it.retry, "attempt", it.attempts, "retry_in", delay)
+			delay := transport.Backoff(it.Attempts)
+			w.d.Log.Warn("transient error; will retry", "error", it.retry, "attempt", it.Attempts, "retry_in", delay)
 			w.outcomes.WithLabelValues("retry").Inc()
-			_ = it.msg.NakWithDelay(delay)
+			_ = it.Msg.NakWithDelay(delay)
 		case it.failure != nil:
 			w.d.Log.Info("file failed", "source", it.failure.SourceKey, "reason", it.failure.Reason)
 			w.outcomes.WithLabelValues("failed").Inc()
-			_ = it.msg.Term()
+			_ = it.Msg.Term()
 		default:
 			w.outcomes.WithLabelValues("song").Inc()
-			if err := it.msg.Ack(); err != nil {
+			if err := it.Msg.Ack(); err != nil {
 				// The outcome is stored; a redelivery repeats it idempotently.
 				w.d.Log.Warn("ack failed", "error", err)
 			}
@@ -217,27 +194,29 @@ func (w *Worker) process(ctx context.Context, ev events.Discovered, it *item) {
 		DurationSeconds: profile.DurationSeconds, InitialBPM: profile.InitialBPM,
 		InstrumentNotes: make(map[int]int, len(profile.Instruments)),
 	}
-	out := events.Extracted{Source: ev.Source, SongID: id, Name: ev.Name, At: time.Now().UTC(), Instruments: []events.Instrument{}}
 	for _, in := range profile.Instruments {
-		if in.Drums {
-			song.InstrumentNotes[store.DrumsInstrument] = in.Notes
-			out.Instruments = append(out.Instruments, events.Instrument{Drums: true, Notes: in.Notes})
-			continue
-		}
-		program := int(in.Program)
-		song.InstrumentNotes[program] = in.Notes
-		out.Instruments = append(out.Instruments, events.Instrument{Program: &program, Notes: in.Notes})
+		song.InstrumentNotes[gm.ID(int(in.Program), in.Drums)] = in.Notes
 	}
+	out := events.Extracted{Source: ev.Source, SongID: id, Name: ev.Name, At: time.Now().UTC(), Instruments: eventInstruments(profile)}
 	it.song, it.extracted = song, out
 }
 
-func (w *Worker) fail(ev events.Discovered, md5, reason string, it *item) {
-	it.failure = &store.Failure{SourceKey: ev.Source, MD5: md5, Size: ev.Size, Name: ev.Name, Reason: reason, Attempts: it.attempts}
-	it.failed = events.Failed{Source: ev.Source, MD5: md5, Reason: reason, Attempts: it.attempts, At: time.Now().UTC()}
+// eventInstruments lists a profile's instruments as events carry them: a
+// program for each melodic instrument, none for the drums.
+func eventInstruments(p midiparse.Profile) []events.Instrument {
+	out := make([]events.Instrument, 0, len(p.Instruments))
+	for _, in := range p.Instruments {
+		ei := events.Instrument{Drums: in.Drums, Notes: in.Notes}
+		if !in.Drums {
+			program := int(in.Program)
+			ei.Program = &program
+		}
+		out = append(out, ei)
+	}
+	return out
 }
 
-// backoff grows with the delivery count: 0.5 s, 1 s, 2 s, ... up to 30 s.
-func backoff(attempts int) time.Duration {
-	d := 500 * time.Millisecond << min(max(attempts-1, 0), 6)
-	return min(d, 30*time.Second)
+func (w *Worker) fail(ev events.Discovered, md5, reason string, it *item) {
+	it.failure = &store.Failure{SourceKey: ev.Source, MD5: md5, Size: ev.Size, Name: ev.Name, Reason: reason, Attempts: it.Attempts}
+	it.failed = events.Failed{Source: ev.Source, MD5: md5, Reason: reason, Attempts: it.Attempts, At: time.Now().UTC()}
 }

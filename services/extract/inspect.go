@@ -11,6 +11,7 @@ import (
 
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/midiparse"
+	"github.com/scale-dev/scale/pkg/events"
 )
 
 // InspectResult is one line of `extract inspect`.
@@ -19,15 +20,8 @@ type InspectResult struct {
 	MD5         string              `json:"md5"`
 	Format      int                 `json:"format"`
 	Tracks      int                 `json:"tracks"`
-	Instruments []InspectInstrument `json:"instruments"`
+	Instruments []events.Instrument `json:"instruments"`
 	Error       string              `json:"error"`
-}
-
-// InspectInstrument is an instrument of InspectResult; Program is null for drums.
-type InspectInstrument struct {
-	Program *int `json:"program"`
-	Drums   bool `json:"drums"`
-	Notes   int  `json:"notes"`
 }
 
 // Inspect parses each path (a file, or a folder whose MIDI files are taken) and
@@ -57,7 +51,7 @@ func Inspect(paths []string, w io.Writer) error {
 }
 
 func inspectFile(path string) InspectResult {
-	res := InspectResult{File: path, Instruments: []InspectInstrument{}}
+	res := InspectResult{File: path, Instruments: []events.Instrument{}}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		res.Error = err.Error()
@@ -75,13 +69,6 @@ func inspectFile(path string) InspectResult {
 		return res
 	}
 	res.Format, res.Tracks = p.Format, p.Tracks
-	for _, in := range p.Instruments {
-		ii := InspectInstrument{Drums: in.Drums, Notes: in.Notes}
-		if !in.Drums {
-			prog := int(in.Program)
-			ii.Program = &prog
-		}
-		res.Instruments = append(res.Instruments, ii)
-	}
+	res.Instruments = eventInstruments(p)
 	return res
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 )
 
@@ -119,7 +120,7 @@ func Run(ctx context.Context, d Deps, opts Options) (Result, error) {
 			}
 			pending = append(pending, events.Discovered{Source: f.SourceKey, MD5: f.MD5, Size: f.Size, Name: f.Name, At: time.Now().UTC()})
 		}
-		if err := events.PublishBatch(ctx, d.JS, events.SubjectDiscovered, pending); err != nil {
+		if err := transport.PublishBatch(ctx, d.JS, events.SubjectDiscovered, pending); err != nil {
 			return err
 		}
 		res.Published += len(pending)

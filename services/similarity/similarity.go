@@ -3,7 +3,9 @@
 // the stored lists (recomputing every list instead when they were computed with
 // other settings, or never); then it applies midi.extracted events a fetched batch
 // at a time: the new songs get their lists, and the lists they enter are
-// updated, in one transaction per batch, acknowledged after commit.
+// updated, in one transaction per batch, acknowledged after commit. One
+// instance writes at a time: it holds the writer lease, and any other instance
+// stands by to take over (see Run).
 package similarity
 
 import (
@@ -17,18 +19,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/scale-dev/scale/internal/natsconn"
+	"github.com/scale-dev/scale/internal/gm"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/similarity/internal/simindex"
 )
 
 // Settings are the similarity flags and SCALE_SIMILARITY_* variables.
 type Settings struct {
-	K              int `conf:"default:10,help:similar songs kept per song"`
-	MinInstruments int `conf:"default:3,help:instruments a song needs to take part"`
-	Batch          int `conf:"default:256,help:midi.extracted events applied together: one update of the index and one statement"`
+	K              int           `conf:"default:10,help:similar songs kept per song"`
+	MinInstruments int           `conf:"default:3,help:instruments a song needs to take part"`
+	Batch          int           `conf:"default:256,help:midi.extracted events applied together: one update of the index and one statement"`
+	AckWait        time.Duration `conf:"default:10s,help:how long a batch taken by an instance that died waits before it is delivered again (to the instance that took over)"`
 }
 
 // Deps are the explicit dependencies.
@@ -49,6 +53,8 @@ type Service struct {
 	changed  prometheus.Counter
 	rebuilds prometheus.Counter
 	songs    prometheus.Gauge
+	leader   prometheus.Gauge
+	lease    *store.Lease // held while this instance is the writer
 }
 
 // New returns a service with an empty index.
@@ -64,6 +70,8 @@ func New(d Deps, s Settings) *Service {
 			Name: "scale_similarity_rebuilds_total", Help: "Full recomputations of every list (at start when the stored lists do not fit, or on demand)."})),
 		songs: ops.Register(d.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "scale_similarity_indexed_songs", Help: "Songs in the similarity index."})),
+		leader: ops.Register(d.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "scale_similarity_leader", Help: "1 while this instance holds the writer lease and applies songs (its lists loaded); 0 while it stands by or loads."})),
 	}
 }
 
@@ -159,7 +167,7 @@ func (s *Service) Rebuild(ctx context.Context, progress io.Writer) error {
 	for i := range s.lists {
 		rows[s.ix.IDs[i]] = s.rows(int32(i), s.lists[i], nil)
 	}
-	if err := s.d.Store.RebuildSimilar(ctx, rows, s.params()); err != nil {
+	if err := s.lease.RebuildSimilar(ctx, rows, s.params()); err != nil {
 		return err
 	}
 	s.rebuilds.Inc()
@@ -168,47 +176,107 @@ func (s *Service) Rebuild(ctx context.Context, progress io.Writer) error {
 	return nil
 }
 
-// Run starts (see Start), then applies midi.extracted events until ctx ends, a
-// fetched batch at a time (up to Settings.Batch): one update of the index and
-// one statement per batch, acknowledged after commit.
+// leasePoll is how often a standby tries the writer lease: a standby takes
+// over within about this long of the writer's session ending.
+const leasePoll = time.Second
+
+// Run applies midi.extracted events until ctx ends, as the one writer of the
+// lists. Only the instance holding the writer lease (store.SimilarityWriter)
+// works; any other waits as a hot standby and takes over when the holder's
+// database session ends (it died, or lost Postgres), starting over the stored
+// lists. A holder that loses its session stops writing and stands by again.
 func (s *Service) Run(ctx context.Context) error {
-	if err := s.Start(ctx); err != nil {
+	for {
+		lease, err := s.d.Store.WaitLease(ctx, store.SimilarityWriter, leasePoll, func() {
+			s.d.Log.Info("standing by: another similarity instance holds the writer lease")
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		err = s.lead(ctx, lease)
+		lease.Release()
+		s.lease = nil
+		s.leader.Set(0)
+		if ctx.Err() != nil {
+			return nil // stopped, perhaps part way through loading: nothing was written half
+		}
+		s.d.Log.Warn("no longer the similarity writer; standing by", "error", err)
+		t := time.NewTimer(leasePoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// lead starts over the stored lists (see Start) and applies events, a fetched
+// batch at a time, until ctx ends or the lease is lost.
+func (s *Service) lead(ctx context.Context, lease *store.Lease) error {
+	leadCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-lease.Lost():
+			cancel()
+		case <-leadCtx.Done():
+		}
+	}()
+	s.lease = lease
+	s.d.Log.Info("took the similarity writer lease")
+	if err := s.Start(leadCtx); err != nil {
 		return err
 	}
-	cons, err := s.d.JS.CreateOrUpdateConsumer(ctx, events.StreamOutcomes, events.SimilarityConsumer(s.set.Batch))
-	if err != nil {
-		return fmt.Errorf("creating consumer %s: %w", events.ConsumerSimilarity, err)
+	s.leader.Set(1)
+	err := transport.Consume(leadCtx, s.d.JS, transport.Consumer{
+		Stream: events.StreamOutcomes, Config: events.SimilarityConsumer(s.set.Batch, s.set.AckWait),
+		Batch: s.set.Batch, Log: s.d.Log, Metrics: s.d.Metrics,
+	}, s.handleBatch)
+	select {
+	case <-lease.Lost():
+		return errors.New("the lease's database session failed")
+	default:
+		return err
 	}
-	natsconn.ConsumeBatches(ctx, cons, s.set.Batch, s.d.Log, s.handleBatch)
-	return nil
+}
+
+// Exclusive runs fn (Rebuild, or Start) holding the writer lease, and gives
+// the lease back. It refuses while a similarity service holds the lease:
+// that service rebuilds by itself when its settings change.
+func (s *Service) Exclusive(ctx context.Context, fn func(context.Context) error) error {
+	lease, err := s.d.Store.TryLease(ctx, store.SimilarityWriter)
+	if errors.Is(err, store.ErrLeaseHeld) {
+		return errors.New("a running similarity service holds the writer lease; stop it first (it rebuilds by itself when K or the minimum changes)")
+	}
+	if err != nil {
+		return err
+	}
+	defer lease.Release()
+	s.lease = lease
+	defer func() { s.lease = nil }()
+	return fn(ctx)
 }
 
 // handleBatch applies the songs of a fetched batch and settles every message:
 // acknowledged after the commit, or redelivered later if the apply failed.
-func (s *Service) handleBatch(ctx context.Context, batch []jetstream.Msg) {
-	var msgs []jetstream.Msg
-	var evs []events.Extracted
-	for _, msg := range batch {
-		ev, err := events.Decode[events.Extracted](msg.Data())
-		if err != nil {
-			s.d.Log.Error("dropping undecodable midi.extracted message", "error", err)
-			_ = msg.TermWithReason("undecodable event")
-			continue
-		}
-		msgs, evs = append(msgs, msg), append(evs, ev)
-	}
-	if len(evs) == 0 {
-		return
+func (s *Service) handleBatch(ctx context.Context, batch []transport.Delivery[events.Extracted]) {
+	evs := make([]events.Extracted, len(batch))
+	for i, d := range batch {
+		evs[i] = d.Event
 	}
 	if err := s.Apply(ctx, evs); err != nil {
 		s.d.Log.Warn("applying songs; will retry", "songs", len(evs), "error", err)
-		for _, msg := range msgs {
-			_ = msg.NakWithDelay(time.Second)
+		for _, d := range batch {
+			_ = d.Msg.NakWithDelay(transport.Backoff(d.Attempts))
 		}
 		return
 	}
-	for _, msg := range msgs {
-		_ = msg.Ack()
+	for _, d := range batch {
+		_ = d.Msg.Ack()
 	}
 }
 
@@ -221,10 +289,12 @@ func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
 	for _, ev := range evs {
 		ids := make([]int16, 0, len(ev.Instruments))
 		for _, in := range ev.Instruments {
-			if in.Drums {
-				ids = append(ids, store.DrumsInstrument)
-			} else if in.Program != nil {
-				ids = append(ids, int16(*in.Program))
+			if in.Drums || in.Program != nil { // Decode guarantees one of the two
+				program := 0
+				if in.Program != nil {
+					program = *in.Program
+				}
+				ids = append(ids, int16(gm.ID(program, in.Drums)))
 			}
 		}
 		if i, ok := s.ix.Add(ev.SongID, toSet(ids)); ok {
@@ -241,7 +311,7 @@ func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
 			rows[s.ix.IDs[y]] = r
 		}
 	}
-	if err := s.d.Store.WriteSimilar(ctx, rows); err != nil {
+	if err := s.lease.WriteSimilar(ctx, rows); err != nil {
 		return err
 	}
 	for y, l := range changed {
@@ -275,7 +345,7 @@ func (s *Service) rows(i int32, list, stored []simindex.Neighbor) []store.Simila
 func toSet(ids []int16) simindex.Set {
 	var set simindex.Set
 	for _, id := range ids {
-		if id >= 0 && id < simindex.Features {
+		if id >= 0 && id < gm.Instruments {
 			set.Add(int(id))
 		}
 	}

@@ -3,13 +3,11 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/ardanlabs/conf/v3"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/scale-dev/scale/internal/config"
-	"github.com/scale-dev/scale/internal/ops"
+	"github.com/scale-dev/scale/internal/wiring"
 	"github.com/scale-dev/scale/services/api"
 )
 
@@ -23,28 +21,17 @@ type settings struct {
 func main() { config.Main("api", run) }
 
 func run(ctx context.Context) error {
-	cfg := settings{Version: conf.Version{Desc: "Scale API: songs, instruments and similar songs over HTTP, and the web page"}}
+	cfg := settings{Version: conf.Version{Desc: "Scale API: songs, instruments and similar songs over HTTP, and the web page.\n" +
+		"It reads Postgres as the scale_reader role; /metrics /healthz /readyz are served on both addresses."}}
 	if err := config.Parse(&cfg); err != nil {
 		return err
 	}
 	log := cfg.Ops.Logger("api")
 	config.Log(log, &cfg)
-	pool, err := api.OpenPool(ctx, cfg.Postgres.URL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	waitCtx, cancel := context.WithTimeout(ctx, cfg.Postgres.Wait)
-	defer cancel()
-	for pool.Ping(waitCtx) != nil && waitCtx.Err() == nil {
-		time.Sleep(250 * time.Millisecond)
-	}
-	reg := ops.NewRegistry()
-	a := api.New(pool, log, reg, cfg.API)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.Run(gctx) })
-	g.Go(func() error {
-		return ops.Serve(gctx, cfg.API.Addr, a.Handler(ops.Handler(reg, map[string]ops.Check{"postgres": pool.Ping})), log)
+	svc := wiring.Service{Name: "api", Ops: cfg.Ops, Reader: &cfg.Postgres, AppAddr: cfg.API.Addr}
+	return wiring.Run(ctx, svc, log, func(ctx context.Context, in *wiring.Infra) error {
+		a := api.New(in.Reader, log, in.Registry, cfg.API)
+		in.Mount(a.Handler())
+		return a.Run(ctx)
 	})
-	return g.Wait()
 }

@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 
 	"github.com/ardanlabs/conf/v3"
@@ -35,18 +34,16 @@ func run(ctx context.Context) error {
 		return extract.Inspect(os.Args[2:], os.Stdout)
 	}
 	cfg := settings{Version: conf.Version{Desc: "Scale extract worker: midi.discovered → instrument profile → Postgres.\n" +
+		"SIGTERM finishes the batches in hand and exits.\n" +
 		"Also: extract inspect FILE_OR_FOLDER... prints one JSON line per MIDI file."}}
 	if err := config.Parse(&cfg); err != nil {
 		return err
 	}
 	log := cfg.Ops.Logger("extract")
 	config.Log(log, &cfg)
-	infra, err := wiring.Open(ctx, "extract", cfg.NATS, cfg.Postgres, cfg.Storage, log)
-	if err != nil {
-		return err
-	}
-	defer infra.Close()
-	w := extract.New(extract.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry}, cfg.Extract.Options())
-	fmt.Fprintln(os.Stderr, "extract: worker running; SIGTERM drains and exits")
-	return infra.Run(ctx, cfg.Ops.Addr, w.Run)
+	svc := wiring.Service{Name: "extract", Ops: cfg.Ops, NATS: &cfg.NATS, Postgres: &cfg.Postgres, S3: &cfg.Storage}
+	return wiring.Run(ctx, svc, log, func(ctx context.Context, in *wiring.Infra) error {
+		return extract.New(extract.Deps{JS: in.JS, Store: in.Store, Objects: in.Objects, Log: log, Metrics: in.Registry},
+			cfg.Extract.Options()).Run(ctx)
+	})
 }

@@ -1,5 +1,5 @@
 // Command ingest lists MIDI files in an S3 bucket or a folder and publishes a
-// midi.discovered event for each one that still needs extracting.
+// midi.discovered event for each one that still needs extracting, then exits.
 package main
 
 import (
@@ -25,23 +25,19 @@ type settings struct {
 func main() { config.Main("ingest", run) }
 
 func run(ctx context.Context) error {
-	cfg := settings{Version: conf.Version{Desc: "Scale ingest: S3 or folder listing → midi.discovered"}}
+	cfg := settings{Version: conf.Version{Desc: "Scale ingest: S3 or folder listing → midi.discovered (progress on stdout), then exit"}}
 	if err := config.Parse(&cfg); err != nil {
 		return err
 	}
 	log := cfg.Ops.Logger("ingest")
 	config.Log(log, &cfg)
-	opts, err := cfg.Ingest.Options(os.Stderr)
+	opts, err := cfg.Ingest.Options(os.Stdout)
 	if err != nil {
 		return err
 	}
-	infra, err := wiring.Open(ctx, "ingest", cfg.NATS, cfg.Postgres, cfg.Storage, log)
-	if err != nil {
-		return err
-	}
-	defer infra.Close()
-	return infra.Run(ctx, cfg.Ops.Addr, func(ctx context.Context) error {
-		_, err := ingest.Run(ctx, ingest.Deps{JS: infra.JS, Store: infra.Store, Objects: infra.Objects, Log: log, Metrics: infra.Registry}, opts)
+	svc := wiring.Service{Name: "ingest", Ops: cfg.Ops, NATS: &cfg.NATS, Postgres: &cfg.Postgres, S3: &cfg.Storage}
+	return wiring.Run(ctx, svc, log, func(ctx context.Context, in *wiring.Infra) error {
+		_, err := ingest.Run(ctx, ingest.Deps{JS: in.JS, Store: in.Store, Objects: in.Objects, Log: log, Metrics: in.Registry}, opts)
 		return err
 	})
 }

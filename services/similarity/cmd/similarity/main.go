@@ -10,8 +10,6 @@ import (
 	"github.com/ardanlabs/conf/v3"
 
 	"github.com/scale-dev/scale/internal/config"
-	"github.com/scale-dev/scale/internal/ops"
-	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/wiring"
 	"github.com/scale-dev/scale/services/similarity"
 )
@@ -20,7 +18,6 @@ type settings struct {
 	conf.Version
 	NATS       config.NATS
 	Postgres   config.Postgres
-	Storage    config.S3
 	Ops        config.Ops
 	Similarity similarity.Settings
 }
@@ -33,25 +30,22 @@ func run(ctx context.Context) error {
 		os.Args = append(os.Args[:1], os.Args[2:]...)
 	}
 	cfg := settings{Version: conf.Version{Desc: "Scale similarity: exact top-K Jaccard lists from midi.extracted.\n" +
-		"Also: similarity rebuild recomputes every list from the database, with progress, and exits."}}
+		"One instance writes (it holds a Postgres advisory lock); others stand by and take over within seconds.\n" +
+		"Also: similarity rebuild recomputes every list from the database, with progress on stdout, and exits."}}
 	if err := config.Parse(&cfg); err != nil {
 		return err
 	}
 	log := cfg.Ops.Logger("similarity")
 	config.Log(log, &cfg)
+	svc := wiring.Service{Name: "similarity", Ops: cfg.Ops, NATS: &cfg.NATS, Postgres: &cfg.Postgres}
 	if rebuild {
-		st, err := store.Open(ctx, cfg.Postgres.URL, cfg.Postgres.Wait)
-		if err != nil {
-			return err
+		svc.NATS, svc.Ops.Addr = nil, "" // a one-shot beside a running service: no port of its own
+	}
+	return wiring.Run(ctx, svc, log, func(ctx context.Context, in *wiring.Infra) error {
+		s := similarity.New(similarity.Deps{JS: in.JS, Store: in.Store, Log: log, Metrics: in.Registry}, cfg.Similarity)
+		if rebuild {
+			return s.Exclusive(ctx, func(ctx context.Context) error { return s.Rebuild(ctx, os.Stdout) })
 		}
-		defer st.Close()
-		return similarity.New(similarity.Deps{Store: st, Log: log, Metrics: ops.NewRegistry()}, cfg.Similarity).Rebuild(ctx, os.Stderr)
-	}
-	infra, err := wiring.Open(ctx, "similarity", cfg.NATS, cfg.Postgres, cfg.Storage, log)
-	if err != nil {
-		return err
-	}
-	defer infra.Close()
-	svc := similarity.New(similarity.Deps{JS: infra.JS, Store: infra.Store, Log: log, Metrics: infra.Registry}, cfg.Similarity)
-	return infra.Run(ctx, cfg.Ops.Addr, svc.Run)
+		return s.Run(ctx)
+	})
 }

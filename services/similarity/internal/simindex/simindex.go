@@ -6,6 +6,8 @@
 package simindex
 
 import (
+	"github.com/scale-dev/scale/internal/gm"
+
 	"math/bits"
 	"runtime"
 	"sort"
@@ -13,8 +15,8 @@ import (
 	"sync/atomic"
 )
 
-// Features is the number of instrument features: 128 GM programs and the drums.
-const Features = 129
+// Features is the number of instrument features: one per instrument id (gm).
+const Features = gm.Instruments
 
 // Set is a set of instrument features.
 type Set [3]uint64

@@ -1,0 +1,140 @@
+// Package transport is how Scale's services use NATS JetStream: connecting
+// (and draining on the way out), provisioning the streams, publishing typed
+// events and consuming them a batch at a time. Publishing and consuming live
+// side by side here so that what travels with a message (the Msg-Id today,
+// trace context next) is written and read in one place, and every consumer
+// gets the same decoding, poison handling, panic recovery and metrics.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Conn is a NATS connection with its JetStream context.
+type Conn struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	closed chan struct{}
+}
+
+// Connect dials url, retrying while the servers are away (the connection is
+// made in the background, so Connect returns at once even when no server
+// answers yet) and reconnecting forever once connected.
+func Connect(url, name string, log *slog.Logger) (*Conn, error) {
+	c := &Conn{closed: make(chan struct{})}
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	c.NC, c.JS = nc, js
+	return c, nil
+}
+
+// Ready is a readiness check: the connection is up.
+func (c *Conn) Ready(context.Context) error {
+	if !c.NC.IsConnected() {
+		return fmt.Errorf("NATS %s", c.NC.Status())
+	}
+	return nil
+}
+
+// Close drains the connection (subscriptions stop, acknowledgements and
+// publications already sent are flushed) and waits until it is closed, or
+// closes it at once when ctx ends first. Returning before the drain finished
+// would let the process exit with its last acknowledgements unsent, and their
+// messages would be delivered again.
+func (c *Conn) Close(ctx context.Context) error {
+	if err := c.NC.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		c.NC.Close()
+		return fmt.Errorf("draining NATS: %w", err)
+	}
+	select {
+	case <-c.closed:
+		return nil
+	case <-ctx.Done():
+		c.NC.Close()
+		return fmt.Errorf("draining NATS: %w", ctx.Err())
+	}
+}
+
+// Provision creates or updates streams, retrying until it succeeds or ctx
+// ends: they may not be creatable the first instant (still connecting, or a
+// cluster still electing a leader). It is safe to run concurrently.
+func Provision(ctx context.Context, js jetstream.JetStream, log *slog.Logger, streams ...jetstream.StreamConfig) error {
+	for {
+		err := provisionOnce(ctx, js, streams)
+		if err == nil {
+			return nil
+		}
+		log.Warn("provisioning streams; retrying", "error", err)
+		if !sleep(ctx, time.Second) {
+			return fmt.Errorf("provisioning streams: %w", err)
+		}
+	}
+}
+
+func provisionOnce(ctx context.Context, js jetstream.JetStream, streams []jetstream.StreamConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, cfg := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("provisioning stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// sleep waits d, or less when ctx ends first; it reports whether ctx is
+// still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Settled reports whether a durable consumer exists and has nothing left to
+// deliver and nothing delivered awaiting an acknowledgement: every message
+// up to now has been handled by the stage, so whatever the stage publishes
+// has been published. info is nil when the consumer does not exist yet.
+func Settled(ctx context.Context, js jetstream.JetStream, stream, durable string) (settled bool, info *jetstream.ConsumerInfo, err error) {
+	cons, err := js.Consumer(ctx, stream, durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, nil, nil
+	}
+	if err != nil {
+		return false, nil, err
+	}
+	if info, err = cons.Info(ctx); err != nil {
+		return false, nil, err
+	}
+	return info.NumPending == 0 && info.NumAckPending == 0, info, nil
+}
