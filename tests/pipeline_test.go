@@ -179,21 +179,10 @@ func (p *pipeline) account() store.Accounting {
 	return a
 }
 
-// poll calls cond every 10 ms until it reports done and returns its last
-// state, or fails the test with that state once timeout has passed.
-func poll[S any](t *testing.T, what string, timeout time.Duration, cond func() (done bool, state S)) S {
+// poll is testenv.Poll.
+func poll[S any](t *testing.T, what string, timeout time.Duration, cond func() (bool, S)) S {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		done, state := cond()
-		if done {
-			return state
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %+v", timeout, what, state)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return testenv.Poll(t, what, timeout, cond)
 }
 
 // waitFor polls the accounting until cond holds or the time is up.

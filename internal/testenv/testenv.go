@@ -213,3 +213,20 @@ func MetricValue(t testing.TB, reg prometheus.Gatherer, name string, labels ...s
 	}
 	return sum
 }
+
+// Poll calls cond every 10 ms until it reports done and returns its last
+// state, or fails the test with that state once timeout has passed.
+func Poll[S any](t testing.TB, what string, timeout time.Duration, cond func() (done bool, state S)) S {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		done, state := cond()
+		if done {
+			return state
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %+v", timeout, what, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

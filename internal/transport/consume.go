@@ -73,7 +73,7 @@ func Consume[E events.Event](ctx context.Context, js jetstream.JetStream, c Cons
 	for _, mw := range c.Middleware {
 		handle = mw(name, handle)
 	}
-	cons, err := ensureConsumer(ctx, js, c)
+	cons, err := ensureConsumer(ctx, js, c, m)
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func Consume[E events.Event](ctx context.Context, js jetstream.JetStream, c Cons
 				mu.Lock()
 				defer mu.Unlock()
 				if recreate {
-					next, err := ensureConsumer(ctx, js, c)
+					next, err := ensureConsumer(ctx, js, c, m)
 					if err != nil {
 						return nil, err
 					}
@@ -104,7 +104,7 @@ func Consume[E events.Event](ctx context.Context, js jetstream.JetStream, c Cons
 
 // ensureConsumer creates or updates the durable consumer, retrying with
 // backoff until it succeeds or ctx ends.
-func ensureConsumer(ctx context.Context, js jetstream.JetStream, c Consumer) (jetstream.Consumer, error) {
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, c Consumer, m *consumeMetrics) (jetstream.Consumer, error) {
 	delay := minRetry
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -113,6 +113,7 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, c Consumer) (je
 		if err == nil {
 			return cons, nil
 		}
+		m.fetchErrors.WithLabelValues(c.Config.Durable).Inc()
 		c.Log.Warn("creating consumer; retrying", "consumer", c.Config.Durable, "error", err, "retry_in", delay)
 		if !sleep(ctx, delay) {
 			return nil, fmt.Errorf("creating consumer %s: %w", c.Config.Durable, err)

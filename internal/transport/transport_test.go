@@ -97,17 +97,13 @@ func consumeUntil(t *testing.T, js jetstream.JetStream, c transport.Consumer, h 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- transport.Consume(ctx, js, c, h) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for !stop() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !stop() {
-		t.Fatal("condition not reached in 30 s")
-	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	testenv.Poll(t, "the consumer's goal", 30*time.Second, func() (bool, struct{}) { return stop(), struct{}{} })
 }
 
 func TestPoisonMessagesAreTerminatedOnce(t *testing.T) {
@@ -220,15 +216,25 @@ func TestConsumeStopsPromptlyWhileNATSIsAway(t *testing.T) {
 	}
 	t.Cleanup(conn.NC.Close)
 	provision(t, conn.JS, 1)
+	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- transport.Consume(ctx, conn.JS, consumer(nil), func(context.Context, []transport.Delivery[events.Discovered]) {})
+		done <- transport.Consume(ctx, conn.JS, consumer(reg), func(context.Context, []transport.Delivery[events.Discovered]) {})
 	}()
-	time.Sleep(200 * time.Millisecond) // consuming
+	testenv.Poll(t, "the consumer to exist", 10*time.Second, func() (bool, error) {
+		_, err := conn.JS.Consumer(ctx, events.StreamDiscovered, events.ConsumerExtract)
+		return err == nil, err
+	})
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	time.Sleep(maxBackoffReached) // the loop is backing off between failed fetches
+	// A failed fetch, then a failed attempt to create the consumer again
+	// (each waits up to 5 s for an answer): the loop is now backing off or
+	// waiting on its next attempt.
+	testenv.Poll(t, "failed fetches", 30*time.Second, func() (bool, float64) {
+		n := testenv.MetricValue(t, reg, "scale_consumer_fetch_errors_total")
+		return n >= 2, n
+	})
 	start := time.Now()
 	cancel()
 	select {
@@ -243,10 +249,6 @@ func TestConsumeStopsPromptlyWhileNATSIsAway(t *testing.T) {
 		t.Fatal("Consume did not return within 10 s of cancel while NATS was away")
 	}
 }
-
-// maxBackoffReached is long enough for the fetch loop's backoff to have grown
-// past a second.
-const maxBackoffReached = 3 * time.Second
 
 func TestCloseWaitsForTheDrain(t *testing.T) {
 	srv := testenv.NATS(t)

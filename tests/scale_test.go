@@ -1,0 +1,99 @@
+package tests
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/freeport"
+	"github.com/scale-dev/scale/internal/launcher"
+	"github.com/scale-dev/scale/internal/testenv"
+)
+
+// TestScaleOneCommand runs the one-command binary as a user would (its own
+// local Postgres and embedded NATS under a data folder) over a few shared
+// files: health answers, every file is accounted for, the API serves songs,
+// and SIGTERM stops it cleanly with its Postgres.
+func TestScaleOneCommand(t *testing.T) {
+	root := testenv.SharedCorpus(t)
+	rels, err := corpus.Files(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	for _, rel := range rels[:40] {
+		data, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, filepath.Base(rel)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := corpus.Files(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func() string {
+		port, err := freeport.Get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	opsAddr, apiAddr, data := addr(), addr(), t.TempDir()
+	proc, err := launcher.Start(launcher.Spec{
+		Name: "scale", Binary: bins["scale"], LogPath: filepath.Join(t.TempDir(), "scale.log"),
+		Env: []string{"SCALE_DATA=" + data, "SCALE_INGEST_SOURCE=" + src, "SCALE_OPS_ADDR=" + opsAddr, "SCALE_API_ADDR=" + apiAddr,
+			"SCALE_OPS_LOG_LEVEL=warn"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		proc.Kill()
+		if t.Failed() {
+			t.Logf("scale log:\n%s", proc.Log())
+		}
+	})
+	poll(t, "/healthz", time.Minute, func() (bool, int) {
+		code := statusOf("http://" + opsAddr + "/healthz")
+		return code == 200, code
+	})
+	done := fmt.Sprintf("scale: all %d files finished", len(files))
+	poll(t, "every file finished", 2*time.Minute, func() (bool, string) {
+		return strings.Contains(proc.Log(), done), proc.Log()
+	})
+	if !strings.Contains(proc.Log(), "(balanced: true)") {
+		t.Errorf("the accounting is not balanced:\n%s", proc.Log())
+	}
+	poll(t, "/readyz", 10*time.Second, func() (bool, int) {
+		code := statusOf("http://" + apiAddr + "/readyz")
+		return code == 200, code
+	})
+	var songs struct{ Songs []struct{ ID string } }
+	if code := getJSON(t, "http://"+apiAddr+"/v1/songs?limit=5", &songs); code != 200 || len(songs.Songs) == 0 {
+		t.Errorf("GET /v1/songs: %d with %d songs", code, len(songs.Songs))
+	}
+	if err := proc.Stop(30 * time.Second); err != nil {
+		t.Errorf("scale after SIGTERM: %v, want exit status 0", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "postgres", "data", "postmaster.pid")); !os.IsNotExist(err) {
+		t.Errorf("the local Postgres is still running after scale stopped (postmaster.pid: %v)", err)
+	}
+}
+
+// statusOf is the status of GET url, 0 when nothing answers.
+func statusOf(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
