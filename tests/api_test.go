@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -436,19 +435,7 @@ func TestSimilarityRestartLoadsStoredLists(t *testing.T) {
 		t.Fatal(err)
 	}
 	halves := [2]string{t.TempDir(), t.TempDir()}
-	for i, rel := range rels {
-		data, err := os.ReadFile(filepath.Join(root, rel))
-		if err != nil {
-			t.Fatal(err)
-		}
-		dst := filepath.Join(halves[i%2], rel)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyFiles(t, root, rels, func(i int, rel string) string { return filepath.Join(halves[i%2], rel) })
 	p := newPipeline(t, testenv.NATS(t).ClientURL())
 	w := extract.New(extract.Deps{JS: p.js, Store: p.store, Objects: p.objects, Log: p.log, Metrics: prometheus.NewRegistry()},
 		extract.Options{Concurrency: 2, FetchBatch: 32})

@@ -57,6 +57,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// copyFiles copies each shared-corpus file rels[i] under root to dst(i, rel)
+// (a path), creating folders as needed.
+func copyFiles(t *testing.T, root string, rels []string, dst func(i int, rel string) string) {
+	t.Helper()
+	for i, rel := range rels {
+		data, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := dst(i, rel)
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // expectation is what the corpus must become, computed here with the parser.
 type expectation struct {
 	files, songs, failures, instrumentRows int
@@ -368,15 +387,7 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 	}
 	dir := t.TempDir()
 	rels = rels[:20]
-	for i, rel := range rels {
-		data, err := os.ReadFile(filepath.Join(root, rel))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%02d.mid", i)), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyFiles(t, root, rels, func(i int, _ string) string { return filepath.Join(dir, fmt.Sprintf("%02d.mid", i)) })
 	want := expect(t, root, rels)
 	srv := testenv.NATS(t)
 	p := newPipeline(t, srv.ClientURL())

@@ -26,15 +26,7 @@ func TestScaleOneCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := t.TempDir()
-	for _, rel := range rels[:40] {
-		data, err := os.ReadFile(filepath.Join(root, rel))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(src, filepath.Base(rel)), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyFiles(t, root, rels[:40], func(_ int, rel string) string { return filepath.Join(src, filepath.Base(rel)) })
 	files, err := corpus.Files(src)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/scale-dev/scale/internal/buildinfo"
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/natsembed"
 	"github.com/scale-dev/scale/internal/pglocal"
@@ -50,7 +51,7 @@ type settings struct {
 func main() { config.Main("scale", run) }
 
 func run(ctx context.Context) error {
-	cfg := settings{Version: conf.Version{Desc: "Scale: the whole pipeline in one process (embedded NATS, local Postgres)"}}
+	cfg := settings{Version: conf.Version{Build: buildinfo.Version(), Desc: "Scale: the whole pipeline in one process (embedded NATS, local Postgres)"}}
 	if err := config.Parse(&cfg); err != nil {
 		return err
 	}

@@ -44,10 +44,10 @@ type Postgres struct {
 // S3 locates an S3-compatible service.
 type S3 struct {
 	Endpoint  string `conf:"help:S3 endpoint URL; empty for AWS S3"`
-	Region    string `conf:"default:us-east-1"`
+	Region    string `conf:"default:us-east-1,help:S3 region"`
 	PathStyle bool   `conf:"help:path-style addressing (MinIO and most self-hosted servers)"`
 	AccessKey string `conf:"mask,help:access key; empty uses the AWS default credential chain"`
-	SecretKey string `conf:"mask"`
+	SecretKey string `conf:"mask,help:secret key (with the access key)"`
 }
 
 // ObjStore converts to the object store's settings.
@@ -58,7 +58,7 @@ func (s S3) ObjStore() objstore.S3Config {
 // Ops configures the operations endpoint, the shutdown and the logs.
 type Ops struct {
 	Addr         string        `conf:"default:127.0.0.1:9090,help:listen address of /metrics /healthz /readyz /debug/pprof (0.0.0.0:9090 in a container)"`
-	DrainTimeout time.Duration `conf:"default:20s,help:after SIGTERM, how long to finish the work in hand and flush acknowledgements before exiting anyway; keep it below the pod's terminationGracePeriodSeconds (30 s by default)"`
+	DrainTimeout time.Duration `conf:"default:20s,help:how long after SIGTERM to finish the work in hand and flush acknowledgements before exiting anyway (keep it below the pod's terminationGracePeriodSeconds: 30 s by default)"`
 	LogLevel     string        `conf:"default:info,help:debug|info|warn|error"`
 }
 

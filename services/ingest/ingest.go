@@ -28,7 +28,7 @@ import (
 
 // Settings are the ingest flags and SCALE_INGEST_* variables.
 type Settings struct {
-	Source    string `conf:"help:s3://bucket/prefix or a folder; empty: the shared sample corpus (../shared/midi)"`
+	Source    string `conf:"help:s3://bucket/prefix or a folder; empty: the shared sample corpus ($SCALE_SHARED_MIDI or else the first shared/midi beside the working folder or a parent)"`
 	NamesJSON string `conf:"help:LMD-style md5_to_paths.json giving song names"`
 }
 

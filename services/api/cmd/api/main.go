@@ -6,6 +6,7 @@ import (
 
 	"github.com/ardanlabs/conf/v3"
 
+	"github.com/scale-dev/scale/internal/buildinfo"
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/wiring"
 	"github.com/scale-dev/scale/services/api"
@@ -21,7 +22,7 @@ type settings struct {
 func main() { config.Main("api", run) }
 
 func run(ctx context.Context) error {
-	cfg := settings{Version: conf.Version{Desc: "Scale API: songs, instruments and similar songs over HTTP, and the web page.\n" +
+	cfg := settings{Version: conf.Version{Build: buildinfo.Version(), Desc: "Scale API: songs, instruments and similar songs over HTTP, and the web page.\n" +
 		"It reads Postgres as the scale_reader role; /metrics /healthz /readyz are served on both addresses."}}
 	if err := config.Parse(&cfg); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ardanlabs/conf/v3"
 
+	"github.com/scale-dev/scale/internal/buildinfo"
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/wiring"
 	"github.com/scale-dev/scale/services/extract"
@@ -33,7 +34,7 @@ func run(ctx context.Context) error {
 		}
 		return extract.Inspect(os.Args[2:], os.Stdout)
 	}
-	cfg := settings{Version: conf.Version{Desc: "Scale extract worker: midi.discovered → instrument profile → Postgres.\n" +
+	cfg := settings{Version: conf.Version{Build: buildinfo.Version(), Desc: "Scale extract worker: midi.discovered → instrument profile → Postgres.\n" +
 		"SIGTERM finishes the batches in hand and exits.\n" +
 		"Also: extract inspect FILE_OR_FOLDER... prints one JSON line per MIDI file."}}
 	if err := config.Parse(&cfg); err != nil {

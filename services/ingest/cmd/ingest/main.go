@@ -8,6 +8,7 @@ import (
 
 	"github.com/ardanlabs/conf/v3"
 
+	"github.com/scale-dev/scale/internal/buildinfo"
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/wiring"
 	"github.com/scale-dev/scale/services/ingest"
@@ -25,7 +26,7 @@ type settings struct {
 func main() { config.Main("ingest", run) }
 
 func run(ctx context.Context) error {
-	cfg := settings{Version: conf.Version{Desc: "Scale ingest: S3 or folder listing → midi.discovered (progress on stdout), then exit"}}
+	cfg := settings{Version: conf.Version{Build: buildinfo.Version(), Desc: "Scale ingest: S3 or folder listing → midi.discovered (progress on stdout), then exit"}}
 	if err := config.Parse(&cfg); err != nil {
 		return err
 	}

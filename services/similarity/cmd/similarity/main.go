@@ -9,6 +9,7 @@ import (
 
 	"github.com/ardanlabs/conf/v3"
 
+	"github.com/scale-dev/scale/internal/buildinfo"
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/wiring"
 	"github.com/scale-dev/scale/services/similarity"
@@ -29,7 +30,7 @@ func run(ctx context.Context) error {
 	if rebuild {
 		os.Args = append(os.Args[:1], os.Args[2:]...)
 	}
-	cfg := settings{Version: conf.Version{Desc: "Scale similarity: exact top-K Jaccard lists from midi.extracted.\n" +
+	cfg := settings{Version: conf.Version{Build: buildinfo.Version(), Desc: "Scale similarity: exact top-K Jaccard lists from midi.extracted.\n" +
 		"One instance writes (it holds a Postgres advisory lock); others stand by and take over within seconds.\n" +
 		"Also: similarity rebuild recomputes every list from the database, with progress on stdout, and exits."}}
 	if err := config.Parse(&cfg); err != nil {
