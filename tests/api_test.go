@@ -70,6 +70,9 @@ func (p *pipeline) serveAPI() *httptest.Server {
 	return server
 }
 
+// similaritySettings are the in-process similarity service's in the tests.
+var similaritySettings = similarity.Settings{K: 10, MinInstruments: 3, Batch: 64, AckWait: 10 * time.Second}
+
 // runSimilarity runs a similarity service in this process until stop is
 // called (or the test ends), and waits until it has applied every song.
 func (p *pipeline) runSimilarity(settings similarity.Settings, reg *prometheus.Registry) (stop func()) {
@@ -194,7 +197,7 @@ func getJSON(t *testing.T, url string, v any) int {
 // and a full rebuild gives the same lists as the incremental updates did.
 func TestSimilarEqualsBruteForce(t *testing.T) {
 	p, server := servedCorpus(t)
-	stopSimilarity := p.runSimilarity(similarity.Settings{K: 10, MinInstruments: 3, Batch: 64, AckWait: 10 * time.Second}, prometheus.NewRegistry())
+	stopSimilarity := p.runSimilarity(similaritySettings, prometheus.NewRegistry())
 	want := bruteForceTop10(t, p)
 	if len(want) < 100 {
 		t.Fatalf("only %d songs take part; the corpus should give hundreds", len(want))
@@ -308,7 +311,7 @@ func metric(t *testing.T, base, series string) float64 {
 // TestAPIBadInput: bad input gets a 4xx JSON error, never a 500.
 func TestAPIBadInput(t *testing.T) {
 	p, server := servedCorpus(t)
-	p.runSimilarity(similarity.Settings{K: 10, MinInstruments: 3, Batch: 64, AckWait: 10 * time.Second}, prometheus.NewRegistry())
+	p.runSimilarity(similaritySettings, prometheus.NewRegistry())
 	var some struct{ Songs []struct{ ID string } }
 	getJSON(t, server.URL+"/v1/songs?limit=1", &some)
 	if len(some.Songs) != 1 {
@@ -440,7 +443,7 @@ func TestSimilarityRestartLoadsStoredLists(t *testing.T) {
 	w := extract.New(extract.Deps{JS: p.js, Store: p.store, Objects: p.objects, Log: p.log, Metrics: prometheus.NewRegistry()},
 		extract.Options{Concurrency: 2, FetchBatch: 32})
 	p.background("extract", w.Run)
-	settings := similarity.Settings{K: 10, MinInstruments: 3, Batch: 64, AckWait: 10 * time.Second}
+	settings := similaritySettings
 	rebuilds := func(reg *prometheus.Registry) float64 {
 		return testenv.MetricValue(t, reg, "scale_similarity_rebuilds_total")
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scale-dev/scale/internal/testenv"
 )
@@ -30,7 +31,8 @@ func chromium(t *testing.T) string {
 // Chromium: instrument → song list → song → one of its similar songs.
 func TestBrowserInstrumentToSimilar(t *testing.T) {
 	exe := chromium(t)
-	_, server := servedCorpus(t)
+	p, server := servedCorpus(t)
+	p.runSimilarity(similaritySettings, prometheus.NewRegistry())
 
 	// A song on the first page of an instrument's list that has similar songs.
 	var list struct{ Songs []struct{ ID, Name string } }

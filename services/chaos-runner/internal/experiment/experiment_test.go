@@ -1,0 +1,158 @@
+package experiment
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `name: extract-kills
+seed: 7
+environment:
+  type: local
+  extractWorkers: 4
+  natsNodes: 3
+workload:
+  corpus:
+    synthetic: {files: 2000, seed: 1}
+slos:
+  - metric: throughput
+    threshold: ">= 50"
+    phases: [baseline, after]
+method:
+  - type: process-kill
+    target: {component: extract, mode: one}
+    at: 2s
+    repeat: {count: 5, every: 1s}
+  - type: nats-node-kill
+    target: {component: nats}
+    at: 3s
+    duration: 2s
+allow: [extract, nats]
+`
+
+func TestParseGoodFile(t *testing.T) {
+	e, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Name != "extract-kills" || e.Environment.ExtractWorkers != 4 || len(e.Method) != 2 || e.Method[0].Target.Mode != "one" {
+		t.Errorf("parsed %+v", e)
+	}
+	if *e.Workload.Corpus.Synthetic.Corrupt != 0.01 || e.RecoveryBand != 0.5 {
+		t.Errorf("defaults not filled in: %+v", e)
+	}
+}
+
+// TestBadFilesGetClearErrors: every bad file is refused with an error that
+// names the line and says what is wrong.
+func TestBadFilesGetClearErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to string
+		want           []string // substrings of the error, the line among them
+	}{
+		{"unknown fault", "type: process-kill", "type: process-explode", []string{"line 15", "/method/0/type"}},
+		{"missing target", "    target: {component: extract, mode: one}\n", "", []string{"line 15", "/method/0", "target"}},
+		{"negative duration", "duration: 2s", "duration: -2s", []string{"line 22", "/method/1/duration", "does not match pattern"}},
+		{"unknown key", "  natsNodes: 3", "  natsNodes: 3\n  colour: red", []string{"line 7", "/environment", "colour"}},
+		{"unknown top-level key", "seed: 7", "seed: 7\nsede: 8", []string{"line 3", "sede"}},
+		{"target outside the allow list", "allow: [extract, nats]", "allow: [nats]", []string{"line 16", "/method/0/target/component", "allow list"}},
+		{"pause without a duration", "type: process-kill", "type: process-pause", []string{"line 15", "/method/0", "needs a duration"}},
+		{"fault on the wrong component", "target: {component: nats}", "target: {component: extract}", []string{"/method/1/target/component", "targets nats"}},
+		{"bad threshold", `">= 50"`, `"about 50"`, []string{"line 12", "/slos/0/threshold"}},
+		{"fixed beyond the instances", "mode: one}", "mode: fixed, value: 9}", []string{"/method/0/target/value", "has 4"}},
+		{"api SLO without API load", "metric: throughput", "metric: api_p99", []string{"/slos/0/metric", "needs API load"}},
+		{"not YAML", "seed: 7", "seed: [7", []string{"/"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(good, tc.from) {
+				t.Fatalf("the base file has no %q", tc.from)
+			}
+			_, err := Parse([]byte(strings.Replace(good, tc.from, tc.to, 1)))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestPlanIsFixedBySeed: one seed gives one plan; the picks are instances of
+// the target, without replacement, and the count follows the mode.
+func TestPlanIsFixedBySeed(t *testing.T) {
+	e, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := e.Resolve(), e.Resolve()
+	if a.String() != b.String() {
+		t.Errorf("two resolutions of one file differ:\n%s\n%s", a, b)
+	}
+	if len(a.Steps) != 6 || a.Steps[0].At.String() != "2s" || a.Steps[5].At.String() != "6s" {
+		t.Errorf("plan %s", a)
+	}
+	picks := map[string]bool{}
+	for _, s := range a.Steps {
+		if s.Type == "process-kill" {
+			picks[s.Targets[0]] = true
+		}
+	}
+	e.Seed = 8
+	if c := e.Resolve(); c.String() == a.String() && len(picks) > 1 {
+		t.Errorf("seeds 7 and 8 gave the same plan:\n%s", a)
+	}
+	for _, tc := range []struct {
+		mode  string
+		value float64
+		want  int
+	}{{"one", 0, 1}, {"all", 0, 4}, {"fixed", 3, 3}, {"percent", 30, 2}, {"percent", 1, 1}} {
+		e.Method[0].Target = Target{Component: "extract", Mode: tc.mode, Value: tc.value}
+		s := e.Resolve().Steps[0]
+		seen := map[string]bool{}
+		for _, x := range s.Targets {
+			if seen[x] || !strings.HasPrefix(x, "extract-") {
+				t.Errorf("%s %v: targets %v", tc.mode, tc.value, s.Targets)
+			}
+			seen[x] = true
+		}
+		if len(s.Targets) != tc.want {
+			t.Errorf("%s %v: %d targets, want %d", tc.mode, tc.value, len(s.Targets), tc.want)
+		}
+	}
+}
+
+func TestThresholds(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		v    float64
+		want bool
+	}{
+		{"< 50ms", 0.049, true}, {"< 50ms", 0.05, false}, {">= 100", 100, true}, {"<= 1%", 0.011, false},
+		{"> 2s", 2.5, true}, {"== 0", 0, true},
+	} {
+		th, err := ParseThreshold(tc.text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := th.Holds(tc.v); got != tc.want {
+			t.Errorf("%q holds for %v: %v, want %v", tc.text, tc.v, got, tc.want)
+		}
+	}
+}
+
+// TestShippedExperimentsAreValid: every file in experiments/ parses.
+func TestShippedExperimentsAreValid(t *testing.T) {
+	files, err := filepath.Glob("../../../../experiments/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no shipped experiments (%v)", err)
+	}
+	for _, f := range files {
+		if _, err := LoadFile(f); err != nil {
+			t.Error(err)
+		}
+	}
+}

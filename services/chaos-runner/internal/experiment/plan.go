@@ -1,0 +1,143 @@
+package experiment
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Threshold is a parsed SLO threshold such as "< 50ms" or ">= 100": a
+// comparison against a value in the metric's unit (seconds for times, a
+// fraction for "%").
+type Threshold struct {
+	Op    string
+	Value float64
+	Text  string
+}
+
+var thresholdRE = regexp.MustCompile(`^\s*(<=|>=|==|<|>)\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|%)?\s*$`)
+
+// ParseThreshold reads a threshold.
+func ParseThreshold(s string) (Threshold, error) {
+	m := thresholdRE.FindStringSubmatch(s)
+	if m == nil {
+		return Threshold{}, fmt.Errorf("threshold %q is not <op> <number>[ms|s|%%]", s)
+	}
+	v, err := strconv.ParseFloat(m[2], 64)
+	if err != nil {
+		return Threshold{}, err
+	}
+	switch m[3] {
+	case "ms":
+		v /= 1000
+	case "%":
+		v /= 100
+	}
+	return Threshold{Op: m[1], Value: v, Text: strings.TrimSpace(s)}, nil
+}
+
+// Holds reports whether a measured value meets the threshold.
+func (t Threshold) Holds(v float64) bool {
+	switch t.Op {
+	case "<":
+		return v < t.Value
+	case "<=":
+		return v <= t.Value
+	case ">":
+		return v > t.Value
+	case ">=":
+		return v >= t.Value
+	default:
+		return v == t.Value
+	}
+}
+
+// Step is one injection of the resolved plan.
+type Step struct {
+	Fault    string        `json:"fault"` // the fault's name
+	Type     string        `json:"type"`
+	Targets  []string      `json:"targets"` // instance names: extract-2, nats-1, postgres
+	At       time.Duration `json:"at"`      // from the start of the method
+	Duration time.Duration `json:"duration"`
+}
+
+// Plan is every injection of an experiment, in time order.
+type Plan struct {
+	Seed  uint64 `json:"seed"`
+	Steps []Step `json:"steps"`
+}
+
+// Instances names the instances of a component in the environment.
+func (e Experiment) Instances(component string) []string {
+	n := e.instances(component)
+	if n == 1 && component != "extract" && component != "nats" {
+		return []string{component}
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", component, i+1)
+	}
+	return out
+}
+
+// Resolve turns the method into a plan. The experiment's seed alone decides
+// every pick: the same file gives the same plan, every time.
+func (e Experiment) Resolve() Plan {
+	r := rand.New(rand.NewPCG(e.Seed, 0x5CA1E))
+	p := Plan{Seed: e.Seed}
+	for _, f := range e.Method {
+		count, every := 1, time.Duration(0)
+		if f.Repeat != nil {
+			count, every = f.Repeat.Count, f.Repeat.Every.D()
+		}
+		instances := e.Instances(f.Target.Component)
+		for k := range count {
+			p.Steps = append(p.Steps, Step{
+				Fault: f.Name, Type: f.Type, Targets: pick(r, instances, f.Target),
+				At: f.At.D() + time.Duration(k)*every, Duration: f.Duration.D(),
+			})
+		}
+	}
+	sort.SliceStable(p.Steps, func(i, j int) bool { return p.Steps[i].At < p.Steps[j].At })
+	return p
+}
+
+// pick chooses targets without replacement.
+func pick(r *rand.Rand, instances []string, t Target) []string {
+	n := 1
+	switch t.Mode {
+	case "all":
+		n = len(instances)
+	case "fixed":
+		n = int(t.Value)
+	case "percent":
+		n = max(1, int(math.Ceil(t.Value/100*float64(len(instances)))))
+	}
+	n = min(n, len(instances))
+	order := r.Perm(len(instances))[:n]
+	sort.Ints(order)
+	out := make([]string, n)
+	for i, j := range order {
+		out[i] = instances[j]
+	}
+	return out
+}
+
+// String is the plan as a person reads it (chaos-runner run --dry-run).
+func (p Plan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d, %d injections\n", p.Seed, len(p.Steps))
+	for _, s := range p.Steps {
+		heal := "at once"
+		if s.Duration > 0 {
+			heal = "after " + s.Duration.String()
+		}
+		fmt.Fprintf(&b, "  at %8s  %-16s %-18s on %s, healed %s\n", s.At, s.Type, s.Fault, strings.Join(s.Targets, ", "), heal)
+	}
+	return b.String()
+}
