@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scale-dev/scale/internal/accounting"
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
@@ -109,70 +109,15 @@ func (p *pipeline) waitSimilarity() {
 	p.settle(events.StreamOutcomes, events.ConsumerSimilarity)
 }
 
-// bruteForceTop10 recomputes every top-10 from song_instruments with float
-// Jaccard and the documented tie-breaks (score, shared count, id).
+// bruteForceTop10 is every song's top 10 by accounting.BruteForce, which
+// shares no code with the similarity service.
 func bruteForceTop10(t *testing.T, p *pipeline) map[string][]string {
 	t.Helper()
-	rows, err := p.store.Pool.Query(context.Background(), "SELECT song_id, instrument FROM song_instruments")
+	want, err := accounting.BruteForce(context.Background(), p.store, 10, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sets := map[string]map[int]bool{}
-	for rows.Next() {
-		var id string
-		var inst int
-		if err := rows.Scan(&id, &inst); err != nil {
-			t.Fatal(err)
-		}
-		if sets[id] == nil {
-			sets[id] = map[int]bool{}
-		}
-		sets[id][inst] = true
-	}
-	if rows.Err() != nil {
-		t.Fatal(rows.Err())
-	}
-	type cand struct {
-		id     string
-		score  float64
-		shared int
-	}
-	out := map[string][]string{}
-	for a, sa := range sets {
-		if len(sa) < 3 {
-			continue
-		}
-		var cs []cand
-		for b, sb := range sets {
-			if a == b || len(sb) < 3 {
-				continue
-			}
-			inter := 0
-			for f := range sa {
-				if sb[f] {
-					inter++
-				}
-			}
-			if inter > 0 {
-				cs = append(cs, cand{b, float64(inter) / float64(len(sa)+len(sb)-inter), inter})
-			}
-		}
-		sort.Slice(cs, func(i, j int) bool {
-			if cs[i].score != cs[j].score {
-				return cs[i].score > cs[j].score
-			}
-			if cs[i].shared != cs[j].shared {
-				return cs[i].shared > cs[j].shared
-			}
-			return cs[i].id < cs[j].id
-		})
-		ids := []string{}
-		for _, c := range cs[:min(10, len(cs))] {
-			ids = append(ids, c.id)
-		}
-		out[a] = ids
-	}
-	return out
+	return want
 }
 
 func getJSON(t *testing.T, url string, v any) int {

@@ -7,21 +7,19 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scale-dev/scale/internal/accounting"
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/midiparse"
@@ -230,41 +228,6 @@ func (p *pipeline) settle(stream, consumer string) {
 	})
 }
 
-// outcomes reads the whole outcome stream and counts the events per source
-// file. Counting sources, not messages: a redelivery later than the duplicate
-// window publishes a file's outcome again, which is correct at-least-once
-// behaviour and is a redelivery, not a second file.
-func (p *pipeline) outcomes() map[string]int {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	st, err := p.js.Stream(ctx, events.StreamOutcomes)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	perSource := map[string]int{}
-	for range info.State.Msgs {
-		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			p.t.Fatalf("reading the outcome stream: %v", err)
-		}
-		var head struct{ Source string }
-		if err := json.Unmarshal(msg.Data(), &head); err != nil || head.Source == "" {
-			p.t.Fatalf("outcome event %q: %v", msg.Data(), err)
-		}
-		perSource[head.Source]++
-	}
-	return perSource
-}
-
 // check waits for the extract consumer to settle, then asserts the exact
 // accounting and that no outcome was counted twice.
 func (p *pipeline) check(want expectation) {
@@ -289,24 +252,17 @@ func (p *pipeline) check(want expectation) {
 		p.t.Errorf("instrument rows %d (want %d), done files without song %d, failed files without reason %d",
 			rows, want.instrumentRows, doneWithoutSong, failedWithoutReason)
 	}
-	// An outcome event for every file, and only for discovered files.
-	perSource := p.outcomes()
-	var redelivered []string
-	for src, n := range perSource {
-		if n > 1 {
-			redelivered = append(redelivered, src)
-		}
-	}
-	var unknown int
-	if err := p.store.Pool.QueryRow(ctx, "SELECT count(*) FROM unnest($1::text[]) s WHERE s NOT IN (SELECT source_key FROM discovered_files)",
-		slices.Collect(maps.Keys(perSource))).Scan(&unknown); err != nil {
+	// An outcome event for every file, and only for discovered files,
+	// counted by source (a redelivery is reported, not counted twice).
+	r, err := accounting.Check(ctx, p.store, p.js, nil)
+	if err != nil {
 		p.t.Fatal(err)
 	}
-	if len(perSource) != want.files || unknown != 0 {
-		p.t.Errorf("outcome events for %d files (%d not discovered), want one per file: %d", len(perSource), unknown, want.files)
+	if !r.OK() || r.Files != want.files {
+		p.t.Errorf("accounting: %s; lost %v, stuck %v, duplicated %v, unexpected %v", r, r.Lost, r.Stuck, r.Duplicated, r.Unexpected)
 	}
-	if len(redelivered) > 0 {
-		p.t.Logf("%d files had their outcome published again by a redelivery after the duplicate window: %v", len(redelivered), redelivered)
+	if len(r.Redelivered) > 0 {
+		p.t.Logf("%d files had their outcome published again by a redelivery after the duplicate window: %v", len(r.Redelivered), r.Redelivered)
 	}
 }
 

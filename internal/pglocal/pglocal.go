@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/scale-dev/scale/internal/freeport"
 	"os"
 	"os/exec"
 	"os/user"
@@ -17,6 +16,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/scale-dev/scale/internal/freeport"
 )
 
 // Cluster is a running local PostgreSQL server.
@@ -26,6 +27,7 @@ type Cluster struct {
 	User string // the superuser role, trusted on loopback
 	bin  string
 	cred *syscall.Credential
+	opts string // the server's options, kept for Restart
 }
 
 // Options tune Start.
@@ -91,16 +93,43 @@ func Start(ctx context.Context, dir string, o Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	opts := fmt.Sprintf("-h 127.0.0.1 -p %d -k %s -c max_connections=200", c.Port, dir)
+	c.opts = fmt.Sprintf("-h 127.0.0.1 -p %d -k %s -c max_connections=200", c.Port, dir)
 	if !o.Durable {
-		opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+		c.opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 	}
-	if err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(dir, "server.log"), "-o", opts); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-		return nil, fmt.Errorf("%w\nserver log:\n%s", err, tail(log, 2000))
+	// A server left running on this folder by a process that was killed
+	// (its owner never stopped it) is taken over: stopped, then started
+	// again with this start's options.
+	if c.run(ctx, "pg_ctl", "status", "-D", data) == nil {
+		if err := c.run(ctx, "pg_ctl", "stop", "-m", "fast", "-w", "-D", data); err != nil {
+			return nil, fmt.Errorf("stopping the server left running in %s: %w", data, err)
+		}
+	}
+	if err := c.start(ctx); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
+
+func (c *Cluster) start(ctx context.Context) error {
+	data := filepath.Join(c.Dir, "data")
+	if err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(c.Dir, "server.log"), "-o", c.opts); err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.Dir, "server.log"))
+		return fmt.Errorf("%w\nserver log:\n%s", err, tail(log, 2000))
+	}
+	return nil
+}
+
+// Crash stops the server the way a crash would (immediate mode: no
+// checkpoint; the next start recovers from the WAL), for chaos experiments.
+func (c *Cluster) Crash() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return c.run(ctx, "pg_ctl", "stop", "-m", "immediate", "-w", "-D", filepath.Join(c.Dir, "data"))
+}
+
+// Restart starts a stopped (or crashed) server again on the same port.
+func (c *Cluster) Restart(ctx context.Context) error { return c.start(ctx) }
 
 // URL is the connection string of database db.
 func (c *Cluster) URL(db string) string {
