@@ -22,7 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -176,13 +175,7 @@ type bench struct {
 func (b bench) run(ctx context.Context, workers int) error {
 	tmp, cluster, bins, files, concurrency := b.tmp, b.cluster, b.bins, b.files, b.concurrency
 	db := fmt.Sprintf("bench_%d_%d", workers, time.Now().UnixNano())
-	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
-	if err != nil {
-		return err
-	}
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+db)
-	admin.Close(ctx)
-	if err != nil {
+	if err := cluster.CreateDatabase(ctx, db); err != nil {
 		return err
 	}
 	pgURL := cluster.URL(db)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/ardanlabs/conf/v3"
-	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scale-dev/scale/internal/buildinfo"
@@ -84,7 +83,7 @@ func runPipeline(ctx context.Context, cfg settings, log *slog.Logger, out io.Wri
 				log.Error("stopping Postgres", "error", err)
 			}
 		}()
-		if err := createDatabase(ctx, cluster.URL("postgres"), "scale"); err != nil {
+		if err := cluster.CreateDatabase(ctx, "scale"); err != nil {
 			return err
 		}
 		pgURL = cluster.URL("scale")
@@ -151,22 +150,4 @@ func reportProgress(ctx context.Context, st *store.Store, apiAddr string, out io
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-func createDatabase(ctx context.Context, adminURL, name string) error {
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return fmt.Errorf("connecting to local Postgres: %w", err)
-	}
-	defer conn.Close(ctx)
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return err
-	}
-	if !exists {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-			return fmt.Errorf("creating database %s: %w", name, err)
-		}
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 )
 
@@ -90,9 +91,17 @@ func Check(ctx context.Context, st *store.Store, js jetstream.JetStream, files [
 		return r, err
 	}
 
-	kinds, err := outcomeKinds(ctx, js)
-	if err != nil {
-		return r, err
+	// Right after a NATS node came back the stream may still be settling its
+	// leadership: the read is tried again for up to a minute.
+	var kinds map[string]outcomes
+	for deadline := time.Now().Add(time.Minute); ; {
+		if kinds, err = outcomeKinds(ctx, js); err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return r, err
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	r.Redelivered = map[string]int{}
 	for src, k := range kinds {
@@ -140,38 +149,20 @@ type outcomes struct{ extracted, failed int }
 // outcomeKinds reads every message of MIDI_OUTCOMES and counts, per source
 // file, the events of each kind.
 func outcomeKinds(ctx context.Context, js jetstream.JetStream) (map[string]outcomes, error) {
-	st, err := js.Stream(ctx, events.StreamOutcomes)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", events.StreamOutcomes, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
 	out := map[string]outcomes{}
-	if info.State.Msgs == 0 {
-		return out, nil
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, err
-	}
-	for range info.State.Msgs {
-		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", events.StreamOutcomes, err)
-		}
+	err := transport.ReadStream(ctx, js, events.StreamOutcomes, func(msg *jetstream.RawStreamMsg) error {
 		var head struct{ Source string }
-		if err := json.Unmarshal(msg.Data(), &head); err != nil || head.Source == "" {
-			return nil, fmt.Errorf("an outcome event without a source: %q", msg.Data())
+		if err := json.Unmarshal(msg.Data, &head); err != nil || head.Source == "" {
+			return fmt.Errorf("an outcome event without a source: %q", msg.Data)
 		}
 		k := out[head.Source]
-		if msg.Subject() == events.SubjectFailed {
+		if msg.Subject == events.SubjectFailed {
 			k.failed++
 		} else {
 			k.extracted++
 		}
 		out[head.Source] = k
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }

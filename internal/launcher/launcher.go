@@ -52,6 +52,9 @@ type Spec struct {
 	Args    []string
 	Env     []string // added to this process's environment
 	LogPath string   // stdout and stderr; created or truncated
+	// DieWithParent has the kernel SIGKILL the process when this one dies,
+	// however it dies: a killed parent leaves no children running.
+	DieWithParent bool
 }
 
 // Start starts the process.
@@ -65,6 +68,9 @@ func Start(s Spec) (*Process, error) {
 	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if s.DieWithParent {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", s.Name, err)
 	}

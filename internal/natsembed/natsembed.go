@@ -56,9 +56,9 @@ func Start(o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("configuring NATS server: %w", err)
 	}
 	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
+	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
-		return nil, errors.New("embedded NATS server not ready after 10s")
+		return nil, errors.New("embedded NATS server not ready after 30s")
 	}
 	return s, nil
 }
@@ -134,7 +134,9 @@ func (c *Cluster) Stop(i int) {
 }
 
 // Restart starts node i again on the same ports and store, and waits until
-// the cluster has a meta leader.
+// the cluster has a meta leader and the node's JetStream has caught up with
+// it (a client that reconnects to a node still starting JetStream gets "no
+// responders" to its API requests).
 func (c *Cluster) Restart(i int) error {
 	c.Stop(i)
 	s, err := Start(c.opts[i])
@@ -142,7 +144,17 @@ func (c *Cluster) Restart(i int) error {
 		return fmt.Errorf("restarting NATS node %d: %w", i, err)
 	}
 	c.Servers[i] = s
-	return c.waitMetaLeader(20 * time.Second)
+	if err := c.waitMetaLeader(20 * time.Second); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !(s.JetStreamEnabled() && (!s.JetStreamIsClustered() || s.JetStreamIsCurrent())) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("NATS node %d: JetStream not current 30 s after its restart", i)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
 }
 
 // ClientURL is node i's client URL, whether it runs or not.

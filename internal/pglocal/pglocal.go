@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/scale-dev/scale/internal/freeport"
 )
 
@@ -116,6 +118,25 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(c.Dir, "server.log"), "-o", c.opts); err != nil {
 		log, _ := os.ReadFile(filepath.Join(c.Dir, "server.log"))
 		return fmt.Errorf("%w\nserver log:\n%s", err, tail(log, 2000))
+	}
+	return nil
+}
+
+// CreateDatabase creates database name unless it exists.
+func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return fmt.Errorf("connecting to local Postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return fmt.Errorf("creating database %s: %w", name, err)
+		}
 	}
 	return nil
 }

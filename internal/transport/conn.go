@@ -138,3 +138,34 @@ func Settled(ctx context.Context, js jetstream.JetStream, stream, durable string
 	}
 	return info.NumPending == 0 && info.NumAckPending == 0, info, nil
 }
+
+// ReadStream calls fn with every message a stream holds, oldest first. It
+// asks the stream for each message by sequence instead of consuming it, so
+// it needs no consumer: the reading of an auditor, which works the same
+// while the stream's consumers are being recreated after a node came back.
+func ReadStream(ctx context.Context, js jetstream.JetStream, stream string, fn func(*jetstream.RawStreamMsg) error) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", stream, err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		msg, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted (a work queue acknowledged it, or a limit removed it)
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s at sequence %d: %w", stream, seq, err)
+		}
+		if err := fn(msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}

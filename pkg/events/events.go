@@ -20,7 +20,7 @@ const (
 	SubjectDiscovered = "midi.discovered" // a MIDI object was found; extract consumes it
 	SubjectExtracted  = "midi.extracted"  // a file became a song
 	SubjectFailed     = "midi.failed"     // a file became a recorded failure
-	SubjectChaos      = "chaos.>"         // reserved for the chaos runner's markers
+	SubjectChaos      = "chaos.>"         // the chaos runner's experiment events: chaos.<kind>
 )
 
 // ErrInvalid marks an event that cannot be decoded or fails validation.
@@ -63,9 +63,41 @@ type Failed struct {
 	At       time.Time `json:"at"`
 }
 
+// Chaos kinds, in the order an experiment emits them.
+const (
+	ChaosStarted  = "experiment.started"
+	ChaosResolved = "targets.resolved"
+	ChaosInjected = "fault.injected"
+	ChaosHealed   = "fault.healed"
+	ChaosBreached = "slo.breached"
+	ChaosEnded    = "experiment.ended"
+)
+
+var chaosKinds = map[string]bool{ChaosStarted: true, ChaosResolved: true, ChaosInjected: true, ChaosHealed: true, ChaosBreached: true, ChaosEnded: true}
+
+// Chaos is one event of a chaos experiment run, published on chaos.<kind> by
+// the chaos runner alone. A subscriber can rebuild the whole run from them:
+// its plan, every fault's injection and healing, every SLO breach and the
+// verdict.
+type Chaos struct {
+	Version    int       `json:"v"`
+	Run        string    `json:"run"` // the run's id
+	Experiment string    `json:"experiment"`
+	Seq        int       `json:"seq"` // 1, 2, ... within the run
+	Kind       string    `json:"kind"`
+	Fault      string    `json:"fault,omitempty"`
+	FaultType  string    `json:"fault_type,omitempty"`
+	Targets    []string  `json:"targets,omitempty"`
+	Detail     string    `json:"detail,omitempty"` // the plan, the SLO and its value, the verdict
+	At         time.Time `json:"at"`
+}
+
+// Subject is the event's subject: chaos.<kind>.
+func (e Chaos) Subject() string { return "chaos." + e.Kind }
+
 // Event is implemented by every event type.
 type Event interface {
-	Discovered | Extracted | Failed
+	Discovered | Extracted | Failed | Chaos
 	MsgID() string
 	validate() error
 }
@@ -79,6 +111,21 @@ func (e Extracted) MsgID() string { return "extracted:" + e.Source }
 
 // MsgID is stable per source: one file has one outcome.
 func (e Failed) MsgID() string { return "failed:" + e.Source }
+
+// MsgID is stable per run and sequence number.
+func (e Chaos) MsgID() string { return fmt.Sprintf("chaos:%s:%d", e.Run, e.Seq) }
+
+func (e Chaos) validate() error {
+	switch {
+	case e.Run == "" || e.Experiment == "":
+		return errors.New("chaos event without a run or experiment")
+	case !chaosKinds[e.Kind]:
+		return fmt.Errorf("unknown chaos event kind %q", e.Kind)
+	case e.Seq < 1:
+		return fmt.Errorf("sequence %d is below 1", e.Seq)
+	}
+	return nil
+}
 
 func (e Discovered) validate() error {
 	if err := validSource(e.Source); err != nil {
@@ -151,6 +198,8 @@ func Encode[E Event](e E) ([]byte, error) {
 	case *Extracted:
 		v.Version = SchemaVersion
 	case *Failed:
+		v.Version = SchemaVersion
+	case *Chaos:
 		v.Version = SchemaVersion
 	}
 	if err := e.validate(); err != nil {

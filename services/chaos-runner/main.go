@@ -1,15 +1,171 @@
-// Command chaos-runner will attack a running Scale deployment while checking its
-// SLOs and its exactly-once accounting. It is its own module so that client-go's
-// dependency graph stays out of the pipeline services. Not built yet: it says so
-// and exits non-zero rather than pretend to run an experiment.
+// Command chaos-runner runs chaos experiments against the real Scale pipeline
+// and answers, with numbers, whether the SLOs held, whether any file was lost
+// or counted twice, and how long recovery took.
+//
+//	chaos-runner validate FILE...      check experiment files (line-numbered errors)
+//	chaos-runner run [flags] FILE      run an experiment (--dry-run prints the plan)
+//	chaos-runner schema                print the experiment files' JSON Schema
+//
+// It is its own module so that client-go's dependency graph (the Kubernetes
+// driver, next) stays out of the pipeline services.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/scale-dev/scale/internal/launcher"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
 )
 
+const usage = `chaos-runner: chaos experiments against the real Scale pipeline
+
+  chaos-runner validate FILE...   check experiment files; errors name the line
+  chaos-runner run [flags] FILE   run an experiment on this machine (environment: local)
+  chaos-runner schema             print the JSON Schema of experiment files
+
+run flags:
+  --dry-run        print the resolved plan (every target, every fault time) and touch nothing
+  --journal PATH   where to write the JSON journal (default: <dir>/journal.json)
+  --dir DIR        work folder: corpus, Postgres, NATS stores, process logs (default: a new temporary folder)
+  --bins DIR       prebuilt ingest, extract, similarity and api binaries (default: built from this repository)
+
+Exit codes: 0 passed, 1 an SLO or the accounting failed, 2 aborted (an abort condition fired, or SIGINT;
+every fault healed), 3 the runner itself failed (or a bad file or flag).
+`
+
 func main() {
-	fmt.Fprintln(os.Stderr, "chaos-runner: not implemented yet (see the chaos issues); no experiment was run")
-	os.Exit(2)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	switch args[0] {
+	case "schema":
+		stdout.Write(experiment.Schema()) //nolint:errcheck // stdout
+		return 0
+	case "validate":
+		if len(args) < 2 {
+			fmt.Fprint(stderr, usage)
+			return runner.ExitError
+		}
+		code := 0
+		for _, f := range args[1:] {
+			if _, err := experiment.LoadFile(f); err != nil {
+				fmt.Fprintln(stderr, err)
+				code = 1
+				continue
+			}
+			fmt.Fprintf(stdout, "%s: ok\n", f)
+		}
+		return code
+	case "run":
+		return runExperiment(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "chaos-runner: unknown command %q\n\n%s", args[0], usage)
+	return runner.ExitError
+}
+
+func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dryRun := fs.Bool("dry-run", false, "")
+	journalPath := fs.String("journal", "", "")
+	dir := fs.String("dir", "", "")
+	binDir := fs.String("bins", "", "")
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		if err == nil {
+			fmt.Fprint(stderr, usage)
+		}
+		return runner.ExitError
+	}
+	exp, err := experiment.LoadFile(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return runner.ExitError
+	}
+	if *dryRun {
+		fmt.Fprintf(stdout, "experiment %s: environment %s, %d extract workers, %d NATS node(s)\n", exp.Name, exp.Environment.Type,
+			exp.Environment.ExtractWorkers, exp.Environment.NATSNodes)
+		fmt.Fprint(stdout, exp.Resolve())
+		return 0
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "chaos-runner", "experiment", exp.Name)
+	if *dir == "" {
+		if *dir, err = os.MkdirTemp("", "chaos-"+exp.Name+"-"); err != nil {
+			fmt.Fprintln(stderr, err)
+			return runner.ExitError
+		}
+	}
+	if *journalPath == "" {
+		*journalPath = filepath.Join(*dir, "journal.json")
+	}
+	bins, err := binaries(*binDir, filepath.Join(*dir, "bin"))
+	if err != nil {
+		fmt.Fprintln(stderr, "chaos-runner:", err)
+		return runner.ExitError
+	}
+	j := runner.Run(ctx, exp, runner.Options{Dir: *dir, Bins: bins, Log: log})
+	if err := j.Write(*journalPath); err != nil {
+		fmt.Fprintln(stderr, "chaos-runner: writing the journal:", err)
+		return runner.ExitError
+	}
+	fmt.Fprint(stdout, j.Summary())
+	fmt.Fprintf(stdout, "  journal: %s\n", *journalPath)
+	return j.ExitCode
+}
+
+// binaries returns prebuilt binaries from dir, or builds them from the
+// repository this command runs in (found by its go.work) into out.
+func binaries(dir, out string) (map[string]string, error) {
+	if dir != "" {
+		bins := map[string]string{}
+		for name := range runner.PipelineBinaries {
+			p := filepath.Join(dir, name)
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("--bins %s: %w", dir, err)
+			}
+			bins[name] = p
+		}
+		return bins, nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	return launcher.Build(root, out, runner.PipelineBinaries)
+}
+
+// repoRoot is the nearest folder at or above the working one with a go.work.
+func repoRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			return d, nil
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return "", errors.New("not inside the Scale repository (no go.work above the working folder): give --bins")
+		}
+		d = parent
+	}
 }

@@ -102,7 +102,7 @@ type Fault struct {
 // Target selects instances of a component.
 type Target struct {
 	Component string  `json:"component"`
-	Mode      string  `json:"mode,omitempty"` // one (default), all, fixed (value instances), percent (value %, rounded up, at least 1)
+	Mode      string  `json:"mode,omitempty"` // one (default), all, fixed (value instances), percent (value %, rounded up, at least 1), leader (nats: the work queue's stream leader)
 	Value     float64 `json:"value,omitempty"`
 }
 
@@ -293,6 +293,9 @@ func (e Experiment) check(lines map[string]int) Errors {
 		}
 		if what, ok := faultDurations[f.Type]; ok && f.Duration <= 0 {
 			add(p, "a %s fault needs a duration (%s)", f.Type, what)
+		}
+		if f.Target.Mode == Leader && c != "nats" {
+			add(p+"/target/mode", "only a nats target has a leader")
 		}
 		if (f.Target.Mode == "fixed" || f.Target.Mode == "percent") && f.Target.Value == 0 {
 			add(p+"/target", "mode %s needs a value", f.Target.Mode)

@@ -92,7 +92,7 @@ func TestPlanIsFixedBySeed(t *testing.T) {
 	if a.String() != b.String() {
 		t.Errorf("two resolutions of one file differ:\n%s\n%s", a, b)
 	}
-	if len(a.Steps) != 6 || a.Steps[0].At.String() != "2s" || a.Steps[5].At.String() != "6s" {
+	if len(a.Steps) != 6 || a.Steps[0].At.D().String() != "2s" || a.Steps[5].At.D().String() != "6s" {
 		t.Errorf("plan %s", a)
 	}
 	picks := map[string]bool{}

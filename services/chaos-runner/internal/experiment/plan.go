@@ -59,11 +59,11 @@ func (t Threshold) Holds(v float64) bool {
 
 // Step is one injection of the resolved plan.
 type Step struct {
-	Fault    string        `json:"fault"` // the fault's name
-	Type     string        `json:"type"`
-	Targets  []string      `json:"targets"` // instance names: extract-2, nats-1, postgres
-	At       time.Duration `json:"at"`      // from the start of the method
-	Duration time.Duration `json:"duration"`
+	Fault    string   `json:"fault"` // the fault's name
+	Type     string   `json:"type"`
+	Targets  []string `json:"targets"` // instance names: extract-2, nats-1, postgres; "leader" is resolved when injected
+	At       Duration `json:"at"`      // from the start of the workload
+	Duration Duration `json:"duration"`
 }
 
 // Plan is every injection of an experiment, in time order.
@@ -99,7 +99,7 @@ func (e Experiment) Resolve() Plan {
 		for k := range count {
 			p.Steps = append(p.Steps, Step{
 				Fault: f.Name, Type: f.Type, Targets: pick(r, instances, f.Target),
-				At: f.At.D() + time.Duration(k)*every, Duration: f.Duration.D(),
+				At: Duration(f.At.D() + time.Duration(k)*every), Duration: f.Duration,
 			})
 		}
 	}
@@ -107,8 +107,15 @@ func (e Experiment) Resolve() Plan {
 	return p
 }
 
+// Leader is the target of a fault on whichever NATS node leads the work
+// queue's stream when the fault is injected.
+const Leader = "leader"
+
 // pick chooses targets without replacement.
 func pick(r *rand.Rand, instances []string, t Target) []string {
+	if t.Mode == Leader {
+		return []string{Leader}
+	}
 	n := 1
 	switch t.Mode {
 	case "all":
@@ -135,9 +142,9 @@ func (p Plan) String() string {
 	for _, s := range p.Steps {
 		heal := "at once"
 		if s.Duration > 0 {
-			heal = "after " + s.Duration.String()
+			heal = "after " + s.Duration.D().String()
 		}
-		fmt.Fprintf(&b, "  at %8s  %-16s %-18s on %s, healed %s\n", s.At, s.Type, s.Fault, strings.Join(s.Targets, ", "), heal)
+		fmt.Fprintf(&b, "  at %8s  %-16s %-18s on %s, healed %s\n", s.At.D(), s.Type, s.Fault, strings.Join(s.Targets, ", "), heal)
 	}
 	return b.String()
 }

@@ -1,0 +1,346 @@
+// Package local is the chaos runner's local driver: it runs the real pipeline
+// on this machine (a NATS JetStream cluster, a Postgres cluster, and ingest,
+// extract, similarity and the API as separate processes) and attacks it:
+// processes killed and restarted or paused, NATS nodes lost, Postgres crashed.
+// Every process it starts dies with the runner (the kernel's parent-death
+// signal), so a runner that is itself killed leaves nothing running.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/freeport"
+	"github.com/scale-dev/scale/internal/launcher"
+	"github.com/scale-dev/scale/internal/natsembed"
+	"github.com/scale-dev/scale/internal/objstore"
+	"github.com/scale-dev/scale/internal/pglocal"
+	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/synth"
+	"github.com/scale-dev/scale/internal/transport"
+	"github.com/scale-dev/scale/pkg/events"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
+)
+
+// Options are the driver's settings.
+type Options struct {
+	Dir  string            // work folder: corpus, Postgres, NATS stores, logs
+	Bins map[string]string // the pipeline's binaries by name (ingest, extract, similarity, api)
+	Log  *slog.Logger
+}
+
+// Env is a running local pipeline.
+type Env struct {
+	exp     experiment.Experiment
+	opts    Options
+	PG      *pglocal.Cluster
+	PGURL   string
+	NATS    *natsembed.Cluster
+	Conn    *transport.Conn
+	Store   *store.Store
+	Files   []string // the workload's source URLs
+	APIAddr string
+	env     []string
+
+	mu    sync.Mutex
+	procs map[string]*launcher.Process // running processes by instance name
+	specs map[string]launcher.Spec
+}
+
+// Start brings the environment up: corpus, Postgres, NATS, and every
+// pipeline process but ingest (see StartIngest). On error, whatever was
+// started is stopped.
+func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, err error) {
+	e := &Env{exp: exp, opts: o, procs: map[string]*launcher.Process{}, specs: map[string]launcher.Spec{}}
+	defer func() {
+		if err != nil {
+			e.Stop()
+		}
+	}()
+	root, err := e.corpus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rels, err := corpus.Files(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, rel := range rels {
+		u, err := objstore.FileURL(filepath.Join(root, filepath.FromSlash(rel)))
+		if err != nil {
+			return nil, err
+		}
+		e.Files = append(e.Files, u)
+	}
+	o.Log.Info("corpus ready", "folder", root, "files", len(e.Files))
+
+	if e.PG, err = pglocal.Start(ctx, filepath.Join(o.Dir, "postgres"), pglocal.Options{Durable: true}); err != nil {
+		return nil, err
+	}
+	if err := e.PG.CreateDatabase(ctx, "scale"); err != nil {
+		return nil, err
+	}
+	e.PGURL = e.PG.URL("scale")
+	if e.Store, err = store.Open(ctx, e.PGURL, 30*time.Second); err != nil {
+		return nil, err
+	}
+	n := exp.Environment.NATSNodes
+	if e.NATS, err = natsembed.StartCluster(n, func(i int) string { return filepath.Join(o.Dir, fmt.Sprintf("nats-%d", i+1)) }); err != nil {
+		return nil, err
+	}
+	if e.Conn, err = transport.Connect(e.NATS.URL(), "chaos-runner", o.Log); err != nil {
+		return nil, err
+	}
+	streams := events.StreamOptions{Replicas: n, DuplicateWindow: 2 * time.Minute}
+	if err := transport.Provision(ctx, e.Conn.JS, o.Log, append(events.PipelineStreams(streams), events.ChaosStream(streams))...); err != nil {
+		return nil, err
+	}
+	port, err := freeport.Get()
+	if err != nil {
+		return nil, err
+	}
+	e.APIAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	e.env = []string{
+		"SCALE_NATS_URL=" + e.NATS.URL(), "SCALE_NATS_REPLICAS=" + strconv.Itoa(n), "SCALE_NATS_DUPLICATE_WINDOW=2m",
+		"SCALE_POSTGRES_URL=" + e.PGURL, "SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_OPS_DRAIN_TIMEOUT=10s",
+		"SCALE_INGEST_SOURCE=" + root, "SCALE_API_ADDR=" + e.APIAddr,
+		"SCALE_EXTRACT_CONCURRENCY=" + strconv.Itoa(exp.Environment.ExtractConcurrency),
+		"SCALE_EXTRACT_ACK_WAIT=" + exp.Environment.ExtractAckWait.D().String(),
+		"SCALE_SIMILARITY_ACK_WAIT=5s",
+	}
+	for _, name := range append(exp.Instances("extract"), "similarity", "api") {
+		if err := e.start(name); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// corpus writes the synthetic corpus (or takes the folder) and returns its root.
+func (e *Env) corpus(ctx context.Context) (string, error) {
+	c := e.exp.Workload.Corpus
+	if c.Folder != "" {
+		return filepath.Abs(c.Folder)
+	}
+	shared, err := corpus.SharedDir()
+	if err != nil {
+		return "", fmt.Errorf("a synthetic corpus follows the shared corpus's statistics: %w", err)
+	}
+	st, err := synth.Measure(shared)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(e.opts.Dir, "corpus")
+	return dir, synth.WriteCorpus(ctx, st, dir, c.Synthetic.Files, c.Synthetic.Seed, *c.Synthetic.Corrupt, nil)
+}
+
+// binary is the binary an instance runs: extract-2 runs extract.
+func binary(instance string) string {
+	if i := strings.LastIndexByte(instance, '-'); i > 0 {
+		if _, err := strconv.Atoi(instance[i+1:]); err == nil {
+			return instance[:i]
+		}
+	}
+	return instance
+}
+
+// start starts (or starts again) an instance's process; one that is
+// running already is left alone (two kills of one instance heal into one
+// process, not two).
+func (e *Env) start(name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p := e.procs[name]; p != nil {
+		select {
+		case <-p.Done():
+		default:
+			return nil
+		}
+	}
+	spec, ok := e.specs[name]
+	if !ok {
+		bin := e.opts.Bins[binary(name)]
+		if bin == "" {
+			return fmt.Errorf("no binary for %s", name)
+		}
+		spec = launcher.Spec{Name: name, Binary: bin, Env: e.env, DieWithParent: true}
+		e.specs[name] = spec
+	}
+	spec.LogPath = filepath.Join(e.opts.Dir, "logs", fmt.Sprintf("%s.%d.log", name, time.Now().UnixNano()))
+	if err := os.MkdirAll(filepath.Dir(spec.LogPath), 0o755); err != nil {
+		return err
+	}
+	p, err := launcher.Start(spec)
+	if err != nil {
+		return err
+	}
+	e.procs[name] = p
+	return nil
+}
+
+// StartIngest starts ingest: the workload begins.
+func (e *Env) StartIngest() error { return e.start("ingest") }
+
+// Process is an instance's current process (nil if none).
+func (e *Env) Process(name string) *launcher.Process {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.procs[name]
+}
+
+// Stop stops everything the environment started: processes (SIGTERM, then
+// SIGKILL), NATS, Postgres.
+func (e *Env) Stop() {
+	e.mu.Lock()
+	procs := e.procs
+	e.procs = map[string]*launcher.Process{}
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Signal(syscall.SIGCONT) //nolint:errcheck // a paused process must be able to stop
+			p.Stop(15 * time.Second)  //nolint:errcheck // stopping regardless
+		}()
+	}
+	wg.Wait()
+	if e.Conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		e.Conn.Close(ctx) //nolint:errcheck // teardown
+		cancel()
+	}
+	if e.Store != nil {
+		e.Store.Close()
+	}
+	if e.NATS != nil {
+		e.NATS.Shutdown()
+	}
+	if e.PG != nil {
+		if err := e.PG.Stop(); err != nil {
+			e.opts.Log.Warn("stopping Postgres", "error", err)
+		}
+	}
+}
+
+// Inject applies one step of the plan and returns how to heal it, and the
+// targets it hit (a "leader" target resolved to its node). A kill heals by
+// starting the process again; a pause by resuming it; a lost NATS node or
+// Postgres by starting it again.
+func (e *Env) Inject(ctx context.Context, step experiment.Step) (heal func(context.Context) error, targets []string, err error) {
+	if len(step.Targets) == 1 && step.Targets[0] == experiment.Leader {
+		leader, err := e.streamLeader(ctx)
+		if err != nil {
+			return nil, step.Targets, err
+		}
+		step.Targets = []string{leader}
+	}
+	heal, err = e.inject(step)
+	return heal, step.Targets, err
+}
+
+// streamLeader names the NATS node leading the work queue's stream.
+func (e *Env) streamLeader(ctx context.Context) (string, error) {
+	st, err := e.Conn.JS.Stream(ctx, events.StreamDiscovered)
+	if err != nil {
+		return "", fmt.Errorf("finding the stream leader: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("finding the stream leader: %w", err)
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return "nats-1", nil // one node: it leads
+	}
+	for i, s := range e.NATS.Servers {
+		if s != nil && s.Name() == info.Cluster.Leader {
+			return fmt.Sprintf("nats-%d", i+1), nil
+		}
+	}
+	return "", fmt.Errorf("the stream leader %q is none of the nodes", info.Cluster.Leader)
+}
+
+func (e *Env) inject(step experiment.Step) (heal func(context.Context) error, err error) {
+	switch step.Type {
+	case "process-kill":
+		for _, t := range step.Targets {
+			if p := e.Process(t); p != nil {
+				p.Kill()
+			}
+		}
+		return func(context.Context) error {
+			var errs []error
+			for _, t := range step.Targets {
+				errs = append(errs, e.start(t))
+			}
+			return errors.Join(errs...)
+		}, nil
+	case "process-pause":
+		var paused []*launcher.Process
+		for _, t := range step.Targets {
+			if p := e.Process(t); p != nil {
+				if err := p.Signal(syscall.SIGSTOP); err != nil {
+					return nil, err
+				}
+				paused = append(paused, p)
+			}
+		}
+		return func(context.Context) error {
+			var errs []error
+			for _, p := range paused {
+				errs = append(errs, p.Signal(syscall.SIGCONT))
+			}
+			return errors.Join(errs...)
+		}, nil
+	case "nats-node-kill":
+		var nodes []int
+		for _, t := range step.Targets {
+			i, err := strconv.Atoi(strings.TrimPrefix(t, "nats-"))
+			if err != nil {
+				return nil, fmt.Errorf("target %s: %w", t, err)
+			}
+			e.NATS.Stop(i - 1)
+			nodes = append(nodes, i-1)
+		}
+		return func(context.Context) error {
+			var errs []error
+			for _, i := range nodes {
+				errs = append(errs, e.NATS.Restart(i))
+			}
+			return errors.Join(errs...)
+		}, nil
+	case "postgres-restart":
+		if err := e.PG.Crash(); err != nil {
+			return nil, err
+		}
+		return e.PG.Restart, nil
+	}
+	return nil, fmt.Errorf("unknown fault type %q", step.Type)
+}
+
+// Finished counts the files that are a song or a failure row now.
+func (e *Env) Finished(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var n int
+	err := e.Store.Pool.QueryRow(ctx, "SELECT count(*) FROM discovered_files WHERE status <> 'pending'").Scan(&n)
+	return n, err
+}
+
+// Settled reports whether a stage's durable consumer has nothing pending or
+// unacknowledged.
+func (e *Env) Settled(ctx context.Context, durable, stream string) (bool, *jetstream.ConsumerInfo, error) {
+	return transport.Settled(ctx, e.Conn.JS, stream, durable)
+}

@@ -1,0 +1,169 @@
+package runner
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
+)
+
+// apiLoad is open-loop load on the API: requests leave at a constant rate
+// whatever the answers' latency, so a slow API shows as latency and errors
+// instead of as fewer requests (no coordinated omission).
+type apiLoad struct {
+	attacker *vegeta.Attacker
+	done     chan struct{}
+
+	mu       sync.Mutex
+	latency  []float64
+	requests int
+	errors   int
+}
+
+// startAPILoad attacks the API at load.Rate until stop. Song ids come from
+// the database as the songs arrive; the endpoint of each request is drawn by
+// weight with a generator seeded from the experiment's seed.
+func startAPILoad(ctx context.Context, env *local.Env, load experiment.APILoad, seed uint64) *apiLoad {
+	weights := load.Endpoints
+	if len(weights) == 0 {
+		weights = map[string]float64{"similar": 0.8, "song": 0.15, "instruments": 0.05}
+	}
+	names := make([]string, 0, len(weights))
+	for n := range weights {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	total := 0.0
+	for _, n := range names {
+		total += weights[n]
+	}
+	var idsMu sync.Mutex
+	var ids []string
+	refresh := func() {
+		rows, err := env.Store.Pool.Query(ctx, "SELECT id FROM songs ORDER BY id LIMIT 2000")
+		if err != nil {
+			return
+		}
+		var got []string
+		for rows.Next() {
+			var id string
+			if rows.Scan(&id) == nil {
+				got = append(got, id)
+			}
+		}
+		rows.Close()
+		idsMu.Lock()
+		ids = got
+		idsMu.Unlock()
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var rngMu sync.Mutex
+	base := "http://" + env.APIAddr
+	targeter := func(t *vegeta.Target) error {
+		rngMu.Lock()
+		x := rng.Float64() * total
+		pickID := rng.Int()
+		rngMu.Unlock()
+		endpoint := names[len(names)-1]
+		for _, n := range names {
+			if x < weights[n] {
+				endpoint = n
+				break
+			}
+			x -= weights[n]
+		}
+		idsMu.Lock()
+		id := ""
+		if len(ids) > 0 {
+			id = ids[pickID%len(ids)]
+		}
+		idsMu.Unlock()
+		t.Method = http.MethodGet
+		switch {
+		case id == "" || endpoint == "instruments":
+			t.URL = base + "/v1/instruments"
+		case endpoint == "song":
+			t.URL = base + "/v1/songs/" + id
+		default:
+			t.URL = base + "/v1/songs/" + id + "/similar"
+		}
+		return nil
+	}
+	l := &apiLoad{attacker: vegeta.NewAttacker(vegeta.Timeout(5*time.Second), vegeta.KeepAlive(true)), done: make(chan struct{})}
+	results := l.attacker.Attack(targeter, vegeta.Rate{Freq: load.Rate, Per: time.Second}, 0, "api")
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		refresh()
+		for {
+			select {
+			case <-l.done:
+				return
+			case <-t.C:
+				refresh()
+			}
+		}
+	}()
+	go func() {
+		for res := range results {
+			l.mu.Lock()
+			l.requests++
+			if res.Code < 200 || res.Code >= 400 || res.Error != "" {
+				l.errors++
+			}
+			l.latency = append(l.latency, res.Latency.Seconds())
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// window returns the results since the previous call.
+func (l *apiLoad) window() APIWindow {
+	l.mu.Lock()
+	lat, reqs, errs := l.latency, l.requests, l.errors
+	l.latency, l.requests, l.errors = nil, 0, 0
+	l.mu.Unlock()
+	w := APIWindow{Requests: reqs, Errors: errs}
+	if len(lat) > 0 {
+		sort.Float64s(lat)
+		w.P50 = lat[len(lat)/2]
+		w.P99 = lat[min(len(lat)-1, int(0.99*float64(len(lat))))]
+	}
+	return w
+}
+
+func (l *apiLoad) stop() {
+	l.attacker.Stop()
+	close(l.done)
+}
+
+// apiReady reports whether the API answers /readyz.
+func apiReady(addr string) bool {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// sleep waits d, or less when ctx ends; it reports whether ctx is alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
