@@ -89,3 +89,63 @@ func statusOf(url string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestScaleKilledMidRunStartsAgain: the one-command run SIGKILLed while it
+// works leaves its local Postgres running; started again on the same data
+// folder it takes that server over, and finishes with every file accounted
+// for exactly once.
+func TestScaleKilledMidRunStartsAgain(t *testing.T) {
+	root := testenv.SharedCorpus(t)
+	rels, err := corpus.Files(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	start := func(name string) *launcher.Process {
+		port, err := freeport.Get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		proc, err := launcher.Start(launcher.Spec{
+			Name: name, Binary: bins["scale"], LogPath: filepath.Join(t.TempDir(), name+".log"),
+			Env: []string{"SCALE_DATA=" + data, "SCALE_INGEST_SOURCE=" + root, "SCALE_OPS_ADDR=127.0.0.1:0",
+				fmt.Sprintf("SCALE_API_ADDR=127.0.0.1:%d", port), "SCALE_OPS_LOG_LEVEL=warn", "SCALE_EXTRACT_ACK_WAIT=2s",
+				"SCALE_EXTRACT_CONCURRENCY=1", "SCALE_EXTRACT_FETCH_BATCH=4"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			proc.Kill()
+			if t.Failed() {
+				t.Logf("%s log:\n%s", name, proc.Log())
+			}
+		})
+		return proc
+	}
+	first := start("scale-1")
+	poll(t, "the first run to be under way", 2*time.Minute, func() (bool, string) {
+		return strings.Contains(first.Log(), "extract: "), first.Log()
+	})
+	first.Kill()
+	if strings.Contains(first.Log(), "scale: all ") {
+		t.Fatal("the first run finished before the kill")
+	}
+	pid := filepath.Join(data, "postgres", "data", "postmaster.pid")
+	if _, err := os.Stat(pid); err != nil {
+		t.Fatalf("the killed run's Postgres is not running (%v): nothing to take over", err)
+	}
+
+	second := start("scale-2")
+	want := expect(t, root, rels)
+	done := fmt.Sprintf("scale: all %d files finished: %d songs, %d failures (balanced: true)", want.files, want.songs, want.failures)
+	poll(t, "the second run to finish", 3*time.Minute, func() (bool, string) {
+		return strings.Contains(second.Log(), done), second.Log()
+	})
+	if err := second.Stop(30 * time.Second); err != nil {
+		t.Errorf("scale after SIGTERM: %v", err)
+	}
+	if _, err := os.Stat(pid); !os.IsNotExist(err) {
+		t.Errorf("Postgres still running after the second run stopped (%v)", err)
+	}
+}
