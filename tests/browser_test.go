@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -10,27 +8,13 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/scale-dev/scale/internal/testenv"
+	"github.com/scale-dev/scale/internal/browsertest"
 )
-
-// chromium finds Debian's Chromium; outside CI a missing browser skips the test.
-func chromium(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if testenv.InCI() {
-		t.Fatal("no Chromium found: apt-get install chromium")
-	}
-	t.Skip("no Chromium found: apt-get install chromium")
-	return ""
-}
 
 // TestBrowserInstrumentToSimilar clicks through the web page in headless
 // Chromium: instrument → song list → song → one of its similar songs.
 func TestBrowserInstrumentToSimilar(t *testing.T) {
-	exe := chromium(t)
+	ctx := browsertest.Context(t, 2*time.Minute)
 	p, server := servedCorpus(t)
 	p.runSimilarity(similaritySettings, prometheus.NewRegistry())
 
@@ -49,17 +33,6 @@ func TestBrowserInstrumentToSimilar(t *testing.T) {
 	if songID == "" {
 		t.Fatal("no song with similar songs among the first 50 Electric Bass (finger) songs")
 	}
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true))
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelTimeout()
 
 	var title, songName, similarRows, secondName string
 	err := chromedp.Run(ctx,

@@ -63,7 +63,7 @@ func (r Report) String() string {
 // Check reads the ledger and the whole outcome stream. files lists the
 // workload's source URLs; nil takes every discovered file as the workload.
 func Check(ctx context.Context, st *store.Store, js jetstream.JetStream, files []string) (Report, error) {
-	var r Report
+	r := Report{Lost: []string{}, Stuck: []string{}, Duplicated: []string{}, Unexpected: []string{}}
 	a, err := st.Account(ctx)
 	if err != nil {
 		return r, err

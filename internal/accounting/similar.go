@@ -121,7 +121,7 @@ func Similar(ctx context.Context, st *store.Store, k, minInstruments int) (Simil
 	if err != nil {
 		return SimilarReport{}, err
 	}
-	r := SimilarReport{Songs: len(want), Lists: len(got)}
+	r := SimilarReport{Songs: len(want), Lists: len(got), Mismatched: []string{}}
 	for id, ids := range want {
 		if g := got[id]; !slices.Equal(g, ids) && !(len(g) == 0 && len(ids) == 0) {
 			r.Mismatched = append(r.Mismatched, id)

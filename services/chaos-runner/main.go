@@ -4,6 +4,7 @@
 //
 //	chaos-runner validate FILE...      check experiment files (line-numbered errors)
 //	chaos-runner run [flags] FILE      run an experiment (--dry-run prints the plan)
+//	chaos-runner report JOURNAL [HTML] write a journal's self-contained HTML report
 //	chaos-runner schema                print the experiment files' JSON Schema
 //
 // It is its own module so that client-go's dependency graph (the Kubernetes
@@ -31,11 +32,12 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
 
   chaos-runner validate FILE...   check experiment files; errors name the line
   chaos-runner run [flags] FILE   run an experiment on this machine (environment: local)
+  chaos-runner report JOURNAL [HTML]  write the HTML report of a journal (default: beside it, report.html)
   chaos-runner schema             print the JSON Schema of experiment files
 
 run flags:
   --dry-run        print the resolved plan (every target, every fault time) and touch nothing
-  --journal PATH   where to write the JSON journal (default: <dir>/journal.json)
+  --journal PATH   where to write the JSON journal (default: <dir>/journal.json); the HTML report goes beside it
   --dir DIR        work folder: corpus, Postgres, NATS stores, process logs (default: a new temporary folder)
   --bins DIR       prebuilt ingest, extract, similarity and api binaries (default: built from this repository)
 
@@ -76,6 +78,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	case "run":
 		return runExperiment(ctx, args[1:], stdout, stderr)
+	case "report":
+		if len(args) < 2 || len(args) > 3 {
+			fmt.Fprint(stderr, usage)
+			return runner.ExitError
+		}
+		j, err := runner.ReadJournal(args[1])
+		if err != nil {
+			fmt.Fprintln(stderr, "chaos-runner:", err)
+			return runner.ExitError
+		}
+		out := filepath.Join(filepath.Dir(args[1]), "report.html")
+		if len(args) == 3 {
+			out = args[2]
+		}
+		if err := j.WriteReport(out); err != nil {
+			fmt.Fprintln(stderr, "chaos-runner:", err)
+			return runner.ExitError
+		}
+		fmt.Fprintln(stdout, out)
+		return 0
 	}
 	fmt.Fprintf(stderr, "chaos-runner: unknown command %q\n\n%s", args[0], usage)
 	return runner.ExitError
@@ -126,8 +148,13 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "chaos-runner: writing the journal:", err)
 		return runner.ExitError
 	}
+	report := filepath.Join(filepath.Dir(*journalPath), "report.html")
+	if err := j.WriteReport(report); err != nil {
+		fmt.Fprintln(stderr, "chaos-runner: writing the report:", err)
+		return runner.ExitError
+	}
 	fmt.Fprint(stdout, j.Summary())
-	fmt.Fprintf(stdout, "  journal: %s\n", *journalPath)
+	fmt.Fprintf(stdout, "  journal: %s\n  report: %s\n", *journalPath, report)
 	return j.ExitCode
 }
 

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"sort"
@@ -21,10 +22,14 @@ type apiLoad struct {
 	attacker *vegeta.Attacker
 	done     chan struct{}
 
-	mu       sync.Mutex
-	latency  []float64
-	requests int
-	errors   int
+	mu      sync.Mutex
+	results []apiResult // not yet taken by window
+}
+
+type apiResult struct {
+	answered time.Time
+	latency  float64
+	err      string // "" for a success
 }
 
 // startAPILoad attacks the API at load.Rate until stop. Song ids come from
@@ -113,25 +118,42 @@ func startAPILoad(ctx context.Context, env *local.Env, load experiment.APILoad, 
 	}()
 	go func() {
 		for res := range results {
-			l.mu.Lock()
-			l.requests++
+			r := apiResult{answered: res.Timestamp.Add(res.Latency), latency: res.Latency.Seconds()}
 			if res.Code < 200 || res.Code >= 400 || res.Error != "" {
-				l.errors++
+				r.err = fmt.Sprintf("%d %s", res.Code, res.Error)
 			}
-			l.latency = append(l.latency, res.Latency.Seconds())
+			l.mu.Lock()
+			l.results = append(l.results, r)
 			l.mu.Unlock()
 		}
 	}()
 	return l
 }
 
-// window returns the results since the previous call.
-func (l *apiLoad) window() APIWindow {
+// window returns the results of the requests answered (or failed) before
+// until and not taken yet: a request belongs to the moment its client got
+// the answer, so one in flight when a fault hits counts with the fault.
+func (l *apiLoad) window(until time.Time) APIWindow {
 	l.mu.Lock()
-	lat, reqs, errs := l.latency, l.requests, l.errors
-	l.latency, l.requests, l.errors = nil, 0, 0
+	var taken, kept []apiResult
+	for _, r := range l.results {
+		if r.answered.Before(until) {
+			taken = append(taken, r)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	l.results = kept
 	l.mu.Unlock()
-	w := APIWindow{Requests: reqs, Errors: errs}
+	w := APIWindow{Requests: len(taken)}
+	lat := make([]float64, 0, len(taken))
+	for _, r := range taken {
+		lat = append(lat, r.latency)
+		if r.err != "" {
+			w.Errors++
+			w.LastError = r.err
+		}
+	}
 	if len(lat) > 0 {
 		sort.Float64s(lat)
 		w.P50 = lat[len(lat)/2]

@@ -70,6 +70,8 @@ type APIWindow struct {
 	Errors   int     `json:"errors"`
 	P50      float64 `json:"p50_s"`
 	P99      float64 `json:"p99_s"`
+	// LastError is the last failed request's status and error, if any.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // SLOResult is one SLO in one phase.

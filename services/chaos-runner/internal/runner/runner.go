@@ -166,9 +166,10 @@ func (r *run) method(ctx context.Context) (aborted string) {
 		case <-ctx.Done():
 			return "interrupted: " + context.Cause(ctx).Error()
 		}
+		injected := r.since() // before the injection: a crash takes effect while pg_ctl waits
 		heal, targets, err := r.env.Inject(ctx, step)
 		step.Targets = targets
-		rec := FaultRecord{Step: step, Injected: r.since()}
+		rec := FaultRecord{Step: step, Injected: injected}
 		if err != nil {
 			rec.Error = err.Error()
 			r.o.Log.Error("injecting a fault", "fault", step.Fault, "targets", step.Targets, "error", err)
@@ -261,7 +262,8 @@ func (r *run) sample(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s := Sample{T: r.since()}
+		now := time.Now()
+		s := Sample{T: now.Sub(r.t0).Seconds()}
 		var last Sample
 		if n := len(r.j.Samples); n > 0 {
 			last = r.j.Samples[n-1] // only this goroutine appends
@@ -276,7 +278,7 @@ func (r *run) sample(ctx context.Context) {
 			s.Backlog = info.NumPending + uint64(info.NumAckPending)
 		}
 		if r.load != nil {
-			w := r.load.window()
+			w := r.load.window(now)
 			s.API = &w
 		}
 		r.mu.Lock()

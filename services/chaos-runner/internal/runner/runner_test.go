@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
+	"github.com/scale-dev/scale/internal/browsertest"
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/testenv"
 	"github.com/scale-dev/scale/pkg/events"
@@ -109,6 +112,33 @@ func TestShippedExtractKills(t *testing.T) {
 	want := map[string]int{events.ChaosStarted: 1, events.ChaosResolved: 1, events.ChaosInjected: 20, events.ChaosHealed: 20, events.ChaosEnded: 1}
 	if fmt.Sprint(kinds) != fmt.Sprint(want) {
 		t.Errorf("chaos events read back: %v, want %v", kinds, want)
+	}
+	checkReport(t, j, "passed")
+}
+
+// checkReport writes the run's HTML report and opens it in headless
+// Chromium: the verdict shows, and the charts are drawn with data.
+func checkReport(t *testing.T, j *Journal, verdict string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "report.html")
+	if err := j.WriteReport(path); err != nil {
+		t.Fatal(err)
+	}
+	ctx := browsertest.Context(t, time.Minute)
+	var shown string
+	var charts, drawn, faultRows int
+	err := chromedp.Run(ctx,
+		chromedp.Navigate("file://"+path),
+		chromedp.Text("#verdict", &shown, chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelectorAll('svg.chart').length`, &charts),
+		chromedp.Evaluate(`[...document.querySelectorAll('svg.chart polyline')].filter(p => p.points.numberOfItems > 10).length`, &drawn),
+		chromedp.Evaluate(`document.querySelectorAll('#faults tr').length - 1`, &faultRows),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shown != verdict || charts < 2 || drawn < 2 || faultRows != len(j.Faults) {
+		t.Errorf("report: verdict %q, %d charts, %d lines with data, %d fault rows (want %q, ≥ 2, ≥ 2, %d)", shown, charts, drawn, faultRows, verdict, len(j.Faults))
 	}
 }
 
