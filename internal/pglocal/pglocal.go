@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,12 +31,23 @@ type Cluster struct {
 	bin  string
 	cred *syscall.Credential
 	opts string // the server's options, kept for Restart
+	// child is the postmaster when it runs as this process's child
+	// (Options.DieWithParent); nil when pg_ctl started it as a daemon.
+	child       *exec.Cmd
+	childExited chan struct{}
+	dieWithUs   bool
 }
 
 // Options tune Start.
 type Options struct {
 	Port    int  // 0 picks a free port
 	Durable bool // false turns off fsync: fast, for throwaway clusters
+	// DieWithParent runs the postmaster as a child of this process that the
+	// kernel kills when this process dies, however it dies (the chaos
+	// runner's environment must not outlive it); otherwise pg_ctl starts it
+	// as a daemon that outlives this process (the one-command run takes such
+	// a server over at its next start).
+	DieWithParent bool
 }
 
 // BinDir finds the folder holding initdb and pg_ctl: on PATH, or the newest
@@ -72,7 +84,7 @@ func Start(ctx context.Context, dir string, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, Port: o.Port, User: "scale", bin: bin}
+	c := &Cluster{Dir: dir, Port: o.Port, User: "scale", bin: bin, dieWithUs: o.DieWithParent}
 	if c.Port == 0 {
 		if c.Port, err = freeport.Get(); err != nil {
 			return nil, err
@@ -115,11 +127,78 @@ func Start(ctx context.Context, dir string, o Options) (*Cluster, error) {
 
 func (c *Cluster) start(ctx context.Context) error {
 	data := filepath.Join(c.Dir, "data")
+	if c.dieWithUs {
+		return c.startChild(ctx, data)
+	}
 	if err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(c.Dir, "server.log"), "-o", c.opts); err != nil {
 		log, _ := os.ReadFile(filepath.Join(c.Dir, "server.log"))
 		return fmt.Errorf("%w\nserver log:\n%s", err, tail(log, 2000))
 	}
 	return nil
+}
+
+// startChild runs the postmaster as a child and waits until it accepts
+// connections.
+func (c *Cluster) startChild(ctx context.Context, data string) error {
+	logf, err := os.OpenFile(filepath.Join(c.Dir, "server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(c.bin, "postgres"), append([]string{"-D", data}, strings.Fields(c.opts)...)...)
+	cmd.Dir = c.Dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: c.cred}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait() //nolint:errcheck // how it ended is in server.log
+		close(exited)
+	}()
+	c.child, c.childExited = cmd, exited
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(c.Dir, "server.log"))
+			return fmt.Errorf("postgres exited at start\nserver log:\n%s", tail(log, 2000))
+		default:
+		}
+		if c.run(ctx, "pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(c.Port)) == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.signalChild(syscall.SIGKILL)
+			return errors.New("postgres did not accept connections within 60 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// signalChild signals the child postmaster and waits for it to exit.
+func (c *Cluster) signalChild(sig syscall.Signal) {
+	if c.child == nil {
+		return
+	}
+	c.child.Process.Signal(sig) //nolint:errcheck // it may be gone already
+	select {
+	case <-c.childExited:
+	case <-time.After(time.Minute):
+		c.child.Process.Kill() //nolint:errcheck // last resort
+		<-c.childExited
+	}
+	c.child = nil
+}
+
+// Pid is the postmaster's process id (0 when it is not this process's child).
+func (c *Cluster) Pid() int {
+	if c.child == nil {
+		return 0
+	}
+	return c.child.Process.Pid
 }
 
 // CreateDatabase creates database name unless it exists.
@@ -144,6 +223,10 @@ func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
 // Crash stops the server the way a crash would (immediate mode: no
 // checkpoint; the next start recovers from the WAL), for chaos experiments.
 func (c *Cluster) Crash() error {
+	if c.dieWithUs {
+		c.signalChild(syscall.SIGQUIT) // immediate shutdown
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return c.run(ctx, "pg_ctl", "stop", "-m", "immediate", "-w", "-D", filepath.Join(c.Dir, "data"))
@@ -159,6 +242,10 @@ func (c *Cluster) URL(db string) string {
 
 // Stop shuts the server down (fast mode: open sessions are ended).
 func (c *Cluster) Stop() error {
+	if c.dieWithUs {
+		c.signalChild(syscall.SIGINT) // fast shutdown
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return c.run(ctx, "pg_ctl", "stop", "-m", "fast", "-w", "-D", filepath.Join(c.Dir, "data"))

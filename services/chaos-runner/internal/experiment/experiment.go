@@ -96,6 +96,9 @@ type Fault struct {
 	Target   Target   `json:"target"`
 	At       Duration `json:"at"`
 	Duration Duration `json:"duration,omitempty"` // pause: how long; kill: restart after (0: at once)
+	Latency  Duration `json:"latency,omitempty"`  // network-latency: added each way
+	Jitter   Duration `json:"jitter,omitempty"`   // network-latency: ± this much
+	Rate     int      `json:"rate,omitempty"`     // network-bandwidth: KB/s
 	Repeat   *Repeat  `json:"repeat,omitempty"`
 }
 
@@ -137,10 +140,19 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // Faults that need a duration, and what it means for each.
 var faultDurations = map[string]string{
-	"process-pause":    "how long the process stays stopped",
-	"nats-node-kill":   "how long the node stays down",
-	"postgres-restart": "how long Postgres stays down",
+	"process-pause":     "how long the process stays stopped",
+	"nats-node-kill":    "how long the node stays down",
+	"postgres-restart":  "how long Postgres stays down",
+	"network-latency":   "how long the edge stays slow",
+	"network-bandwidth": "how long the edge stays narrow",
+	"network-reset":     "how long connections are reset",
+	"network-blackhole": "how long data is dropped",
 }
+
+// NetworkEdges are the edges a network fault can be put on: every
+// service's connections to that component go through a proxy the driver
+// controls.
+var NetworkEdges = map[string]bool{"postgres": true}
 
 // Components' instance counts in an environment.
 func (e Experiment) instances(component string) int {
@@ -284,12 +296,22 @@ func (e Experiment) check(lines map[string]int) Errors {
 		if len(e.Allow) > 0 && !allowed[c] {
 			add(p+"/target/component", "component %q is not in the experiment's allow list %v", c, e.Allow)
 		}
+		network := strings.HasPrefix(f.Type, "network-")
 		want := map[string]string{"process-kill": "", "process-pause": "", "nats-node-kill": "nats", "postgres-restart": "postgres"}[f.Type]
-		if want != "" && c != want {
+		switch {
+		case network && !NetworkEdges[c]:
+			add(p+"/target/component", "network faults go on the edges to %v, not to %s", keys(NetworkEdges), c)
+		case network:
+		case want != "" && c != want:
 			add(p+"/target/component", "a %s fault targets %s, not %s", f.Type, want, c)
-		}
-		if want == "" && (c == "nats" || c == "postgres") {
+		case want == "" && (c == "nats" || c == "postgres"):
 			add(p+"/target/component", "%s is not a process of the pipeline; use a %s fault", c, map[string]string{"nats": "nats-node-kill", "postgres": "postgres-restart"}[c])
+		}
+		if f.Type == "network-latency" && f.Latency <= 0 {
+			add(p, "a network-latency fault needs a latency")
+		}
+		if f.Type == "network-bandwidth" && f.Rate <= 0 {
+			add(p, "a network-bandwidth fault needs a rate (KB/s)")
 		}
 		if what, ok := faultDurations[f.Type]; ok && f.Duration <= 0 {
 			add(p, "a %s fault needs a duration (%s)", f.Type, what)
@@ -371,6 +393,15 @@ func toValue(n *yaml.Node, path string, lines map[string]int) (any, error) {
 		}
 	}
 	return nil, fmt.Errorf("line %d: unsupported YAML", n.Line)
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func escape(k string) string { return strings.NewReplacer("~", "~0", "/", "~1").Replace(k) }

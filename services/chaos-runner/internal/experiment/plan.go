@@ -64,6 +64,9 @@ type Step struct {
 	Targets  []string `json:"targets"` // instance names: extract-2, nats-1, postgres; "leader" is resolved when injected
 	At       Duration `json:"at"`      // from the start of the workload
 	Duration Duration `json:"duration"`
+	Latency  Duration `json:"latency,omitempty"`
+	Jitter   Duration `json:"jitter,omitempty"`
+	Rate     int      `json:"rate,omitempty"`
 }
 
 // Plan is every injection of an experiment, in time order.
@@ -100,6 +103,7 @@ func (e Experiment) Resolve() Plan {
 			p.Steps = append(p.Steps, Step{
 				Fault: f.Name, Type: f.Type, Targets: pick(r, instances, f.Target),
 				At: Duration(f.At.D() + time.Duration(k)*every), Duration: f.Duration,
+				Latency: f.Latency, Jitter: f.Jitter, Rate: f.Rate,
 			})
 		}
 	}

@@ -8,6 +8,7 @@ package local
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,9 +55,12 @@ type Env struct {
 	APIAddr string
 	env     []string
 
+	edges *edges // the proxies network faults are put on
+
 	mu    sync.Mutex
 	procs map[string]*launcher.Process // running processes by instance name
 	specs map[string]launcher.Spec
+	nth   int // faults injected, for naming them
 }
 
 // Start brings the environment up: corpus, Postgres, NATS, and every
@@ -86,7 +90,7 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 	}
 	o.Log.Info("corpus ready", "folder", root, "files", len(e.Files))
 
-	if e.PG, err = pglocal.Start(ctx, filepath.Join(o.Dir, "postgres"), pglocal.Options{Durable: true}); err != nil {
+	if e.PG, err = pglocal.Start(ctx, filepath.Join(o.Dir, "postgres"), pglocal.Options{Durable: true, DieWithParent: true}); err != nil {
 		return nil, err
 	}
 	if err := e.PG.CreateDatabase(ctx, "scale"); err != nil {
@@ -94,8 +98,14 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 	}
 	e.PGURL = e.PG.URL("scale")
 	if e.Store, err = store.Open(ctx, e.PGURL, 30*time.Second); err != nil {
+		return nil, err // the runner's own probes connect directly: a fault on the edge does not blind them
+	}
+	e.edges = newEdges()
+	pgProxy, err := e.edges.add("postgres", fmt.Sprintf("127.0.0.1:%d", e.PG.Port))
+	if err != nil {
 		return nil, err
 	}
+	servicesPG := strings.Replace(e.PGURL, fmt.Sprintf("127.0.0.1:%d", e.PG.Port), pgProxy, 1)
 	n := exp.Environment.NATSNodes
 	if e.NATS, err = natsembed.StartCluster(n, func(i int) string { return filepath.Join(o.Dir, fmt.Sprintf("nats-%d", i+1)) }); err != nil {
 		return nil, err
@@ -114,7 +124,7 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 	e.APIAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	e.env = []string{
 		"SCALE_NATS_URL=" + e.NATS.URL(), "SCALE_NATS_REPLICAS=" + strconv.Itoa(n), "SCALE_NATS_DUPLICATE_WINDOW=2m",
-		"SCALE_POSTGRES_URL=" + e.PGURL, "SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_OPS_DRAIN_TIMEOUT=10s",
+		"SCALE_POSTGRES_URL=" + servicesPG, "SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_OPS_DRAIN_TIMEOUT=10s",
 		"SCALE_INGEST_SOURCE=" + root, "SCALE_API_ADDR=" + e.APIAddr,
 		"SCALE_EXTRACT_CONCURRENCY=" + strconv.Itoa(exp.Environment.ExtractConcurrency),
 		"SCALE_EXTRACT_ACK_WAIT=" + exp.Environment.ExtractAckWait.D().String(),
@@ -187,7 +197,37 @@ func (e *Env) start(name string) error {
 		return err
 	}
 	e.procs[name] = p
-	return nil
+	return e.writeState()
+}
+
+// StateFile names the file in the work folder that lists what the
+// environment runs: every process's PID and every proxy's address, so that
+// anyone can check from outside that nothing outlives the runner.
+const StateFile = "environment.json"
+
+// State is the content of StateFile.
+type State struct {
+	Processes map[string]int    `json:"processes"` // instance name (and "postgres") → PID
+	Proxies   map[string]string `json:"proxies"`   // edge → listen address
+}
+
+// writeState writes StateFile; e.mu is held.
+func (e *Env) writeState() error {
+	st := State{Processes: map[string]int{}, Proxies: map[string]string{}}
+	for name, p := range e.procs {
+		st.Processes[name] = p.Pid()
+	}
+	if e.PG != nil && e.PG.Pid() != 0 {
+		st.Processes["postgres"] = e.PG.Pid()
+	}
+	for name, p := range e.edges.proxies {
+		st.Proxies[name] = p.Listen
+	}
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(e.opts.Dir, StateFile), data, 0o644)
 }
 
 // StartIngest starts ingest: the workload begins.
@@ -224,6 +264,9 @@ func (e *Env) Stop() {
 	}
 	if e.Store != nil {
 		e.Store.Close()
+	}
+	if e.edges != nil {
+		e.edges.close()
 	}
 	if e.NATS != nil {
 		e.NATS.Shutdown()
@@ -273,6 +316,27 @@ func (e *Env) streamLeader(ctx context.Context) (string, error) {
 }
 
 func (e *Env) inject(step experiment.Step) (heal func(context.Context) error, err error) {
+	if strings.HasPrefix(step.Type, "network-") {
+		e.mu.Lock()
+		e.nth++
+		name := fmt.Sprintf("fault-%d", e.nth)
+		e.mu.Unlock()
+		var heals []func(context.Context) error
+		for _, t := range step.Targets {
+			h, err := e.edges.toxic(t, step, name)
+			if err != nil {
+				return nil, err
+			}
+			heals = append(heals, h)
+		}
+		return func(ctx context.Context) error {
+			var errs []error
+			for _, h := range heals {
+				errs = append(errs, h(ctx))
+			}
+			return errors.Join(errs...)
+		}, nil
+	}
 	switch step.Type {
 	case "process-kill":
 		for _, t := range step.Targets {
@@ -325,7 +389,14 @@ func (e *Env) inject(step experiment.Step) (heal func(context.Context) error, er
 		if err := e.PG.Crash(); err != nil {
 			return nil, err
 		}
-		return e.PG.Restart, nil
+		return func(ctx context.Context) error {
+			if err := e.PG.Restart(ctx); err != nil {
+				return err
+			}
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.writeState()
+		}, nil
 	}
 	return nil, fmt.Errorf("unknown fault type %q", step.Type)
 }

@@ -2,9 +2,11 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/scale-dev/scale/internal/testenv"
 	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
 )
 
 // bins are the pipeline's binaries, built once for every test.
@@ -29,7 +32,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if bins, err = launcher.Build("../../../..", dir, PipelineBinaries); err != nil {
+	all := map[string]string{"chaos-runner": "./services/chaos-runner"}
+	for name, pkg := range PipelineBinaries {
+		all[name] = pkg
+	}
+	if bins, err = launcher.Build("../../../..", dir, all); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -232,4 +239,136 @@ func TestAbortHealsAndExits2(t *testing.T) {
 	if !healed {
 		t.Errorf("no fault.healed event among %d", len(j.Events))
 	}
+}
+
+// TestPostgresLatencyBreachIsReported runs experiments/postgres-latency.yaml:
+// 200 ms on every answer from Postgres for 6 s. The throughput SLO's breach
+// during the fault is detected and reported (exit 1), the throughput during
+// is a fraction of the baseline, and still nothing is lost.
+func TestPostgresLatencyBreachIsReported(t *testing.T) {
+	doc, err := os.ReadFile("../../../../experiments/postgres-latency.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := runFile(t, doc)
+	if j.ExitCode != ExitFailed {
+		t.Errorf("exit %d (%s), want 1", j.ExitCode, j.Verdict)
+	}
+	var baseline, during *SLOResult
+	for i, s := range j.SLOs {
+		if s.Metric == "throughput" && s.Phase == "baseline" {
+			baseline = &j.SLOs[i]
+		}
+		if s.Metric == "throughput" && s.Phase == "during" {
+			during = &j.SLOs[i]
+		}
+	}
+	if baseline == nil || during == nil || baseline.Value == nil || during.Value == nil {
+		t.Fatalf("throughput SLO results %+v", j.SLOs)
+	}
+	if during.Passed || *during.Value > *baseline.Value/2 {
+		t.Errorf("throughput during the latency %.0f files/s (passed %v), baseline %.0f: want a reported breach", *during.Value, during.Passed, *baseline.Value)
+	}
+	reported := false
+	for _, r := range j.Reasons {
+		reported = reported || strings.Contains(r, "throughput") && strings.Contains(r, "during")
+	}
+	if !reported {
+		t.Errorf("reasons %v do not name the throughput breach", j.Reasons)
+	}
+	checkExact(t, j)
+}
+
+const longFaults = `name: runner-killed
+seed: 1
+environment: {type: local, extractWorkers: 2}
+workload:
+  corpus: {synthetic: {files: 3000, seed: 8}}
+method:
+  - type: process-pause
+    target: {component: extract, mode: all}
+    at: 1s
+    duration: 10m
+  - type: network-latency
+    target: {component: postgres}
+    at: 1s
+    duration: 10m
+    latency: 500ms
+`
+
+// TestRunnerKilledLeavesNothing SIGKILLs the chaos runner while a pause and
+// a latency fault are on: checked from outside, every process of its
+// environment (Postgres included) is gone within seconds, and the proxy
+// that carried the latency no longer listens. Nothing stays paused, slowed
+// or running.
+func TestRunnerKilledLeavesNothing(t *testing.T) {
+	testenv.SharedCorpus(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "experiment.yaml")
+	if err := os.WriteFile(file, []byte(longFaults), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runner, err := launcher.Start(launcher.Spec{
+		Name: "chaos-runner", Binary: bins["chaos-runner"], LogPath: filepath.Join(dir, "runner.log"),
+		Args: []string{"run", "--dir", filepath.Join(dir, "work"), "--bins", filepath.Dir(bins["extract"]), file},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		runner.Kill()
+		if t.Failed() {
+			t.Logf("runner log:\n%s", runner.Log())
+		}
+	})
+	testenv.Poll(t, "both faults injected", 3*time.Minute, func() (bool, int) {
+		n := strings.Count(runner.Log(), `"msg":"fault injected"`)
+		return n == 2, n
+	})
+	data, err := os.ReadFile(filepath.Join(dir, "work", local.StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st local.State
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Processes["postgres"] == 0 || st.Processes["extract-1"] == 0 || st.Proxies["postgres"] == "" {
+		t.Fatalf("environment %+v: want Postgres, the workers and the Postgres proxy", st)
+	}
+	for name, pid := range st.Processes {
+		if state := procState(pid); strings.HasPrefix(name, "extract") && state != "T" {
+			t.Errorf("%s (pid %d) is in state %q before the kill, want T (paused)", name, pid, state)
+		}
+	}
+	runner.Kill()
+	testenv.Poll(t, "every process of the environment to be gone", 30*time.Second, func() (bool, map[string]string) {
+		alive := map[string]string{}
+		for name, pid := range st.Processes {
+			if s := procState(pid); s != "" && s != "Z" {
+				alive[name] = s
+			}
+		}
+		return len(alive) == 0, alive
+	})
+	if conn, err := net.DialTimeout("tcp", st.Proxies["postgres"], time.Second); err == nil {
+		conn.Close()
+		t.Errorf("the Postgres proxy at %s still listens", st.Proxies["postgres"])
+	}
+}
+
+// procState is a process's state letter from /proc (R, S, T for stopped,
+// Z for a zombie), or "" when there is no such process.
+func procState(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// pid (comm) state ...: comm may hold spaces, so read after the last ')'.
+	rest := string(data[strings.LastIndexByte(string(data), ')')+1:])
+	fields := strings.Fields(rest)
+	if len(fields) == 0 {
+		return ""
+	}
+	return fields[0]
 }
