@@ -99,6 +99,8 @@ type Fault struct {
 	Latency  Duration `json:"latency,omitempty"`  // network-latency: added each way
 	Jitter   Duration `json:"jitter,omitempty"`   // network-latency: ± this much
 	Rate     int      `json:"rate,omitempty"`     // network-bandwidth: KB/s
+	Workers  int      `json:"workers,omitempty"`  // cpu-hog: busy processes (default 1)
+	CPUs     float64  `json:"cpus,omitempty"`     // cpu-quota: the CPU time the targets may use, in CPUs
 	Repeat   *Repeat  `json:"repeat,omitempty"`
 }
 
@@ -147,6 +149,8 @@ var faultDurations = map[string]string{
 	"network-bandwidth": "how long the edge stays narrow",
 	"network-reset":     "how long connections are reset",
 	"network-blackhole": "how long data is dropped",
+	"cpu-hog":           "how long the burners run",
+	"cpu-quota":         "how long the quota holds",
 }
 
 // NetworkEdges are the edges a network fault can be put on: every
@@ -266,6 +270,9 @@ func (e *Experiment) defaults() {
 		if e.Method[i].Target.Mode == "" {
 			e.Method[i].Target.Mode = "one"
 		}
+		if e.Method[i].Type == "cpu-hog" && e.Method[i].Workers == 0 {
+			e.Method[i].Workers = 1
+		}
 		if e.Method[i].Name == "" {
 			e.Method[i].Name = fmt.Sprintf("%s-%d", e.Method[i].Type, i+1)
 		}
@@ -312,6 +319,9 @@ func (e Experiment) check(lines map[string]int) Errors {
 		}
 		if f.Type == "network-bandwidth" && f.Rate <= 0 {
 			add(p, "a network-bandwidth fault needs a rate (KB/s)")
+		}
+		if f.Type == "cpu-quota" && f.CPUs <= 0 {
+			add(p, "a cpu-quota fault needs cpus (the CPU time its targets may use)")
 		}
 		if what, ok := faultDurations[f.Type]; ok && f.Duration <= 0 {
 			add(p, "a %s fault needs a duration (%s)", f.Type, what)

@@ -67,6 +67,8 @@ type Step struct {
 	Latency  Duration `json:"latency,omitempty"`
 	Jitter   Duration `json:"jitter,omitempty"`
 	Rate     int      `json:"rate,omitempty"`
+	Workers  int      `json:"workers,omitempty"`
+	CPUs     float64  `json:"cpus,omitempty"`
 }
 
 // Plan is every injection of an experiment, in time order.
@@ -103,7 +105,7 @@ func (e Experiment) Resolve() Plan {
 			p.Steps = append(p.Steps, Step{
 				Fault: f.Name, Type: f.Type, Targets: pick(r, instances, f.Target),
 				At: Duration(f.At.D() + time.Duration(k)*every), Duration: f.Duration,
-				Latency: f.Latency, Jitter: f.Jitter, Rate: f.Rate,
+				Latency: f.Latency, Jitter: f.Jitter, Rate: f.Rate, Workers: f.Workers, CPUs: f.CPUs,
 			})
 		}
 	}

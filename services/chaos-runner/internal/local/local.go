@@ -68,6 +68,9 @@ type Env struct {
 // started is stopped.
 func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, err error) {
 	e := &Env{exp: exp, opts: o, procs: map[string]*launcher.Process{}, specs: map[string]launcher.Spec{}}
+	if n := SweepCgroups(); n > 0 {
+		o.Log.Info("removed cgroups left by a runner that died", "count", n)
+	}
 	defer func() {
 		if err != nil {
 			e.Stop()
@@ -316,11 +319,17 @@ func (e *Env) streamLeader(ctx context.Context) (string, error) {
 }
 
 func (e *Env) inject(step experiment.Step) (heal func(context.Context) error, err error) {
+	e.mu.Lock()
+	e.nth++
+	name := fmt.Sprintf("fault-%d", e.nth)
+	e.mu.Unlock()
+	switch step.Type {
+	case "cpu-hog":
+		return e.cpuHog(step)
+	case "cpu-quota":
+		return e.cpuQuota(step, name)
+	}
 	if strings.HasPrefix(step.Type, "network-") {
-		e.mu.Lock()
-		e.nth++
-		name := fmt.Sprintf("fault-%d", e.nth)
-		e.mu.Unlock()
 		var heals []func(context.Context) error
 		for _, t := range step.Targets {
 			h, err := e.edges.toxic(t, step, name)
