@@ -22,11 +22,15 @@ import (
 	"syscall"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/freeport"
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/midiparse"
 	"github.com/scale-dev/scale/internal/natsembed"
@@ -65,6 +69,9 @@ func run(ctx context.Context) error {
 	workerList := flag.String("workers", "1,2,4", "extract process counts to run, comma-separated")
 	concurrency := flag.Int("concurrency", 2, "batches in flight per extract process")
 	source := flag.String("source", "folder", "how extract reads the corpus: folder, or s3 (versitygw over the corpus's parent folder; the corpus folder is the bucket)")
+	s3Latency := flag.Duration("s3-latency", 0, "with -source s3: latency added to every answer of the S3 server (a Toxiproxy in this process), as a real object store has")
+	s3Jitter := flag.Duration("s3-jitter", 0, "with -s3-latency: ± this much")
+	reads := flag.Int("reads", 0, "extract's object reads in flight per process (SCALE_EXTRACT_READS; 0: its default)")
 	flag.Parse()
 	if *source != "folder" && *source != "s3" {
 		return fmt.Errorf("-source must be folder or s3, not %q", *source)
@@ -106,11 +113,21 @@ func run(ctx context.Context) error {
 		}
 		defer gw.Stop()
 		c := gw.Config
-		env = []string{"SCALE_INGEST_SOURCE=s3://" + filepath.Base(abs), "SCALE_STORAGE_ENDPOINT=" + c.Endpoint,
+		endpoint := c.Endpoint
+		if *s3Latency > 0 {
+			if endpoint, err = slowProxy(strings.TrimPrefix(c.Endpoint, "http://"), *s3Latency, *s3Jitter); err != nil {
+				return err
+			}
+			fmt.Printf("pipebench: S3 answers delayed %v ± %v\n", *s3Latency, *s3Jitter)
+		}
+		env = []string{"SCALE_INGEST_SOURCE=s3://" + filepath.Base(abs), "SCALE_STORAGE_ENDPOINT=" + endpoint,
 			"SCALE_STORAGE_PATH_STYLE=true", "SCALE_STORAGE_REGION=" + c.Region,
 			"SCALE_STORAGE_ACCESS_KEY=" + c.AccessKey, "SCALE_STORAGE_SECRET_KEY=" + c.SecretKey}
 	}
 	fmt.Printf("pipebench: source %s\n", strings.TrimPrefix(env[0], "SCALE_INGEST_SOURCE="))
+	if *reads > 0 {
+		env = append(env, "SCALE_EXTRACT_READS="+strconv.Itoa(*reads))
+	}
 	b := bench{tmp: tmp, cluster: cluster, gw: gw, bins: bins, env: env, files: len(files), concurrency: *concurrency}
 
 	for _, w := range strings.Split(*workerList, ",") {
@@ -320,4 +337,25 @@ func selfCPUTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// slowProxy starts a TCP proxy (Toxiproxy, in this process) in front of
+// upstream that delays every answer, and returns its endpoint URL.
+func slowProxy(upstream string, latency, jitter time.Duration) (string, error) {
+	port, err := freeport.Get()
+	if err != nil {
+		return "", err
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	proxy := toxiproxy.NewProxy(server, "s3", listen, upstream)
+	if err := server.Collection.Add(proxy, true); err != nil {
+		return "", err
+	}
+	toxic := fmt.Sprintf(`{"name":"latency","type":"latency","stream":"downstream","toxicity":1,"attributes":{"latency":%d,"jitter":%d}}`,
+		latency.Milliseconds(), jitter.Milliseconds())
+	if _, err := proxy.Toxics.AddToxicJson(strings.NewReader(toxic)); err != nil {
+		return "", err
+	}
+	return "http://" + listen, nil
 }

@@ -72,7 +72,21 @@ type Cluster struct {
 
 // StartCluster runs n routed servers storing under storeDir(i), and waits until
 // JetStream has a meta leader. With n = 1 the one server runs standalone.
+// The ports are picked free beforehand (the routes must name them), so
+// another process may take one in between: then the cluster is started
+// again on new ports, up to three times.
 func StartCluster(n int, storeDir func(i int) string) (*Cluster, error) {
+	var err error
+	for range 3 {
+		var c *Cluster
+		if c, err = startCluster(n, storeDir); err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
+}
+
+func startCluster(n int, storeDir func(i int) string) (*Cluster, error) {
 	ports := make([]int, 2*n) // client ports, then route ports
 	for i := range ports {
 		p, err := freeport.Get()

@@ -15,11 +15,14 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/scale-dev/scale/internal/gm"
 	"github.com/scale-dev/scale/internal/midiparse"
@@ -35,6 +38,8 @@ type Settings struct {
 	Concurrency int           `conf:"default:4,help:batches handled at once by this process"`
 	FetchBatch  int           `conf:"default:32,help:messages per batch: fetched together and stored in one transaction"`
 	AckWait     time.Duration `conf:"default:30s,help:how long a crashed worker holds a file before redelivery"`
+	Reads       int           `conf:"default:32,help:object reads in flight in this process (they overlap: an object store's latency is paid once per round not once per file)"`
+	ReadBuffer  int64         `conf:"default:67108864,help:bytes of files being read or parsed at once in this process (announced sizes): reads wait beyond it"`
 }
 
 // Options turns settings into worker options.
@@ -47,6 +52,8 @@ type Options struct {
 	Concurrency int           // batches handled at once (each a fetch loop)
 	FetchBatch  int           // messages fetched, and stored in one transaction, per batch
 	AckWait     time.Duration // how long a crashed worker holds a file (default 30 s)
+	Reads       int           // object reads in flight in the process (default 32)
+	ReadBuffer  int64         // bytes being read or parsed at once (default 64 MiB)
 }
 
 // Deps are the explicit dependencies.
@@ -62,6 +69,8 @@ type Deps struct {
 type Worker struct {
 	d        Deps
 	opts     Options
+	reads    *semaphore.Weighted // reads in flight
+	bytes    *semaphore.Weighted // bytes being read or parsed
 	outcomes *prometheus.CounterVec
 	duration prometheus.Histogram
 	inFlight prometheus.Gauge
@@ -74,9 +83,17 @@ func New(d Deps, opts Options) *Worker {
 	if opts.AckWait <= 0 {
 		opts.AckWait = 30 * time.Second
 	}
+	if opts.Reads <= 0 {
+		opts.Reads = 32
+	}
+	if opts.ReadBuffer <= 0 {
+		opts.ReadBuffer = 64 << 20
+	}
 	return &Worker{
-		d:    d,
-		opts: opts,
+		d:     d,
+		opts:  opts,
+		reads: semaphore.NewWeighted(int64(opts.Reads)),
+		bytes: semaphore.NewWeighted(opts.ReadBuffer),
 		outcomes: ops.Register(d.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scale_extract_messages_total", Help: "midi.discovered messages handled, by outcome (song, failed, retry); undecodable ones are scale_consumer_poison_total.",
 		}, []string{"outcome"})),
@@ -119,12 +136,40 @@ func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[eve
 	start := time.Now()
 	w.inFlight.Add(float64(len(batch)))
 	defer w.inFlight.Sub(float64(len(batch)))
-	items := make([]*item, 0, len(batch))
-	for _, d := range batch {
+	// Every file of the batch is read and parsed at once (bounded by the
+	// process's reads in flight and bytes): against an object store that
+	// answers in tens of milliseconds the batch pays that latency about once,
+	// not once per file.
+	items := make([]*item, len(batch))
+	var wg sync.WaitGroup
+	for i, d := range batch {
 		it := &item{Delivery: d}
-		w.process(ctx, d.Event, it)
-		items = append(items, it)
+		items[i] = it
+		weight := min(max(d.Event.Size, 1), w.opts.ReadBuffer)
+		if err := w.reads.Acquire(ctx, 1); err != nil {
+			it.retry = err
+			continue
+		}
+		if err := w.bytes.Acquire(ctx, weight); err != nil {
+			w.reads.Release(1)
+			it.retry = err
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer w.bytes.Release(weight)
+			defer w.reads.Release(1)
+			defer func() {
+				if r := recover(); r != nil { // a file that crashes the parser is a bad file, recorded as such
+					w.d.Log.Error("panic while reading a file", "source", d.Event.Source, "panic", fmt.Sprint(r))
+					w.fail(d.Event, "", fmt.Sprintf("internal error while parsing: %v", r), it)
+				}
+			}()
+			w.process(ctx, d.Event, it)
+		}()
 	}
+	wg.Wait()
 	var songs []store.Song
 	var failures []store.Failure
 	var extracted []events.Extracted
