@@ -71,6 +71,7 @@ func run(ctx context.Context) error {
 	source := flag.String("source", "folder", "how extract reads the corpus: folder, or s3 (versitygw over the corpus's parent folder; the corpus folder is the bucket)")
 	s3Latency := flag.Duration("s3-latency", 0, "with -source s3: latency added to every answer of the S3 server (a Toxiproxy in this process), as a real object store has")
 	s3Jitter := flag.Duration("s3-jitter", 0, "with -s3-latency: ± this much")
+	s3Proxy := flag.Bool("s3-proxy", false, "with -source s3: read through the proxy even with no latency (the baseline of a latency series: the proxy costs CPU on this machine)")
 	reads := flag.Int("reads", 0, "extract's object reads in flight per process (SCALE_EXTRACT_READS; 0: its default)")
 	flag.Parse()
 	if *source != "folder" && *source != "s3" {
@@ -114,7 +115,7 @@ func run(ctx context.Context) error {
 		defer gw.Stop()
 		c := gw.Config
 		endpoint := c.Endpoint
-		if *s3Latency > 0 {
+		if *s3Latency > 0 || *s3Proxy {
 			if endpoint, err = slowProxy(strings.TrimPrefix(c.Endpoint, "http://"), *s3Latency, *s3Jitter); err != nil {
 				return err
 			}

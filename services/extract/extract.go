@@ -38,7 +38,7 @@ type Settings struct {
 	Concurrency int           `conf:"default:4,help:batches handled at once by this process"`
 	FetchBatch  int           `conf:"default:32,help:messages per batch: fetched together and stored in one transaction"`
 	AckWait     time.Duration `conf:"default:30s,help:how long a crashed worker holds a file before redelivery"`
-	Reads       int           `conf:"default:32,help:object reads in flight in this process (they overlap: an object store's latency is paid once per round not once per file)"`
+	Reads       int           `conf:"default:128,help:object reads in flight in this process (they overlap: an object store's latency is paid once per round not once per file)"`
 	ReadBuffer  int64         `conf:"default:67108864,help:bytes of files being read or parsed at once in this process (announced sizes): reads wait beyond it"`
 }
 
@@ -52,7 +52,7 @@ type Options struct {
 	Concurrency int           // batches handled at once (each a fetch loop)
 	FetchBatch  int           // messages fetched, and stored in one transaction, per batch
 	AckWait     time.Duration // how long a crashed worker holds a file (default 30 s)
-	Reads       int           // object reads in flight in the process (default 32)
+	Reads       int           // object reads in flight in the process (default 128: the default 4 loops × 32)
 	ReadBuffer  int64         // bytes being read or parsed at once (default 64 MiB)
 }
 
@@ -84,7 +84,7 @@ func New(d Deps, opts Options) *Worker {
 		opts.AckWait = 30 * time.Second
 	}
 	if opts.Reads <= 0 {
-		opts.Reads = 32
+		opts.Reads = 128
 	}
 	if opts.ReadBuffer <= 0 {
 		opts.ReadBuffer = 64 << 20
