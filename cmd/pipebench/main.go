@@ -95,7 +95,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bins, err := launcher.Build(".", tmp, map[string]string{
+	root, err := launcher.RepoRoot()
+	if err != nil {
+		return err
+	}
+	bins, err := launcher.Build(root, tmp, map[string]string{
 		"ingest": "./services/ingest/cmd/ingest", "extract": "./services/extract/cmd/extract", "similarity": "./services/similarity/cmd/similarity",
 	})
 	if err != nil {
@@ -295,6 +299,9 @@ func (b bench) run(ctx context.Context, workers int) error {
 		"discovery→row p50 %.3f s, p99 %.3f s; %d songs + %d failures = %d files (balanced %v)\n",
 		workers, concurrency, files, elapsed.Seconds(), float64(files)/elapsed.Seconds(), withSimilarity.Seconds(), float64(files)/withSimilarity.Seconds(),
 		p50, p99, a.Songs, a.Failures, a.Discovered, a.Balanced())
+	if !a.Balanced() || a.Discovered != int64(files) {
+		return fmt.Errorf("accounting: %+v for %d files", a, files)
+	}
 	for _, p := range procs {
 		if ru, ok := p.Cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())

@@ -36,6 +36,25 @@ func Build(dir, outDir string, pkgs map[string]string) (map[string]string, error
 	return bins, nil
 }
 
+// RepoRoot is the nearest folder at or above the working one that holds the
+// repository's go.work: where Build finds the packages.
+func RepoRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			return d, nil
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return "", errors.New("not inside the Scale repository (no go.work above the working folder)")
+		}
+		d = parent
+	}
+}
+
 // Process is a started child.
 type Process struct {
 	Name    string

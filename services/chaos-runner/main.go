@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -172,27 +171,9 @@ func binaries(dir, out string) (map[string]string, error) {
 		}
 		return bins, nil
 	}
-	root, err := repoRoot()
+	root, err := launcher.RepoRoot()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: give --bins", err)
 	}
 	return launcher.Build(root, out, runner.PipelineBinaries)
-}
-
-// repoRoot is the nearest folder at or above the working one with a go.work.
-func repoRoot() (string, error) {
-	d, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return d, nil
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", errors.New("not inside the Scale repository (no go.work above the working folder): give --bins")
-		}
-		d = parent
-	}
 }
