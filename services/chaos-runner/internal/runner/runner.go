@@ -139,6 +139,10 @@ func (r *run) execute(ctx context.Context) {
 	}
 	stopProbes()
 	probes.Wait()
+	// One last sample, so that the end of the work is in the samples even
+	// when it came between two ticks.
+	final := r.probe(context.WithoutCancel(ctx))
+	r.j.Samples = append(r.j.Samples, final)
 	if r.load != nil {
 		r.load.stop()
 	}
@@ -262,25 +266,7 @@ func (r *run) sample(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		now := time.Now()
-		s := Sample{T: now.Sub(r.t0).Seconds()}
-		var last Sample
-		if n := len(r.j.Samples); n > 0 {
-			last = r.j.Samples[n-1] // only this goroutine appends
-		}
-		// A probe that cannot read (its dependency is the one under attack)
-		// keeps the last reading.
-		s.Finished, s.Backlog = last.Finished, last.Backlog
-		if n, err := r.env.Finished(ctx); err == nil {
-			s.Finished = n
-		}
-		if _, info, err := r.env.Settled(ctx, events.ConsumerExtract, events.StreamDiscovered); err == nil && info != nil {
-			s.Backlog = info.NumPending + uint64(info.NumAckPending)
-		}
-		if r.load != nil {
-			w := r.load.window(now)
-			s.API = &w
-		}
+		s := r.probe(ctx)
 		r.mu.Lock()
 		r.j.Samples = append(r.j.Samples, s)
 		samples := r.j.Samples
@@ -314,4 +300,29 @@ func (r *run) checkAbort(samples []Sample) string {
 		}
 	}
 	return ""
+}
+
+// probe takes one sample. Only the sampler calls it while the run goes on;
+// the final sample is taken after the sampler has stopped.
+func (r *run) probe(ctx context.Context) Sample {
+	now := time.Now()
+	s := Sample{T: now.Sub(r.t0).Seconds()}
+	var last Sample
+	if n := len(r.j.Samples); n > 0 {
+		last = r.j.Samples[n-1] // only this goroutine appends
+	}
+	// A probe that cannot read (its dependency is the one under attack)
+	// keeps the last reading.
+	s.Finished, s.Backlog = last.Finished, last.Backlog
+	if n, err := r.env.Finished(ctx); err == nil {
+		s.Finished = n
+	}
+	if _, info, err := r.env.Settled(ctx, events.ConsumerExtract, events.StreamDiscovered); err == nil && info != nil {
+		s.Backlog = info.NumPending + uint64(info.NumAckPending)
+	}
+	if r.load != nil {
+		w := r.load.window(now)
+		s.API = &w
+	}
+	return s
 }
