@@ -47,6 +47,7 @@ func run(ctx context.Context) error {
 	seed := flag.Uint64("seed", 1, "generator seed")
 	clients := flag.Int("clients", 500, "concurrent clients of the load test")
 	rate := flag.Int("rate", 2000, "requests per second of the open-loop run")
+	curve := flag.String("overload", "", "comma-separated offered rates (req/s) of an overload curve: open loop with up to 4,000 requests in flight (far past the API's limit), so that the API's load shedding (fast 503) shows")
 	duration := flag.Duration("duration", 20*time.Second, "length of each load run")
 	cacheSongs := flag.Int("cache-songs", 200_000, "the API's similar-list cache size in songs (0: off, every request reads Postgres)")
 	wrkThreads := flag.Int("wrk-threads", 1, "wrk's threads (it shares the machine's CPUs with the API)")
@@ -157,9 +158,9 @@ func run(ctx context.Context) error {
 		t.URL = base + "/v1/songs/" + ids[r.IntN(len(ids))] + "/similar?limit=10"
 		return nil
 	}
-	attack := func(name string, pacer vegeta.Pacer) {
-		atk := vegeta.NewAttacker(vegeta.Workers(uint64(*clients)), vegeta.MaxWorkers(uint64(*clients)),
-			vegeta.Connections(*clients), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
+	attack := func(name string, pacer vegeta.Pacer, maxInFlight int) {
+		atk := vegeta.NewAttacker(vegeta.Workers(uint64(min(*clients, maxInFlight))), vegeta.MaxWorkers(uint64(maxInFlight)),
+			vegeta.Connections(maxInFlight), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
 		var m vegeta.Metrics
 		for res := range atk.Attack(targeter, pacer, *duration, name) {
 			m.Add(res)
@@ -169,8 +170,18 @@ func run(ctx context.Context) error {
 			name, m.Requests, m.Throughput, m.Success, m.Latencies.P50.Round(time.Microsecond), m.Latencies.P95.Round(time.Microsecond),
 			m.Latencies.P99.Round(time.Microsecond), m.Latencies.Max.Round(time.Microsecond), m.StatusCodes)
 	}
-	attack(fmt.Sprintf("closed loop, %d concurrent clients", *clients), vegeta.ConstantPacer{})
-	attack(fmt.Sprintf("open loop, %d req/s, up to %d in flight", *rate, *clients), vegeta.ConstantPacer{Freq: *rate, Per: time.Second})
+	if *curve != "" {
+		for _, f := range strings.Split(*curve, ",") {
+			offered, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || offered < 1 {
+				return fmt.Errorf("bad -overload rate %q", f)
+			}
+			attack(fmt.Sprintf("overload, %d req/s offered", offered), vegeta.ConstantPacer{Freq: offered, Per: time.Second}, 4000)
+		}
+		return nil
+	}
+	attack(fmt.Sprintf("closed loop, %d concurrent clients", *clients), vegeta.ConstantPacer{}, *clients)
+	attack(fmt.Sprintf("open loop, %d req/s, up to %d in flight", *rate, *clients), vegeta.ConstantPacer{Freq: *rate, Per: time.Second}, *clients)
 	return wrkRuns(ctx, dir, base, ids, *wrkThreads, *clients, *duration, say)
 }
 

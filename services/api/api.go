@@ -32,8 +32,9 @@ var assets embed.FS
 
 // Settings are the API flags and SCALE_API_* variables.
 type Settings struct {
-	Addr       string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
-	CacheSongs int    `conf:"default:200000,help:songs whose similar lists are kept in memory (about 0.4 KB each with 10 per list; 0 turns the cache off)"`
+	Addr        string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
+	CacheSongs  int    `conf:"default:200000,help:songs whose similar lists are kept in memory (about 0.4 KB each with 10 per list; 0 turns the cache off)"`
+	MaxInFlight int    `conf:"default:512,help:API requests handled at once; beyond it a request gets a fast 503 with Retry-After (load shedding) instead of a growing wait (0: no limit)"`
 }
 
 const (
@@ -44,6 +45,8 @@ const (
 
 // API is the HTTP handler set.
 type API struct {
+	inFlight chan struct{} // a token per request being handled; nil: no limit
+	shed     prometheus.Counter
 	db       *store.Reader
 	log      *slog.Logger
 	requests *prometheus.HistogramVec
@@ -53,7 +56,13 @@ type API struct {
 // New returns the API over a read-only database view. Its similar-list cache
 // works only while Run runs.
 func New(db *store.Reader, log *slog.Logger, reg prometheus.Registerer, s Settings) *API {
-	return &API{db: db, log: log, cache: newSimilarCache(s.CacheSongs, reg),
+	var inFlight chan struct{}
+	if s.MaxInFlight > 0 {
+		inFlight = make(chan struct{}, s.MaxInFlight)
+	}
+	return &API{db: db, log: log, cache: newSimilarCache(s.CacheSongs, reg), inFlight: inFlight,
+		shed: ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scale_api_shed_total", Help: "API requests answered 503 at once because MaxInFlight requests were being handled."})),
 		requests: ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "scale_api_request_duration_seconds", Help: "API requests by route and status.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
@@ -68,7 +77,7 @@ func (a *API) Run(ctx context.Context) error { return a.cache.run(ctx, a.db, a.l
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h func(*http.Request) (any, error)) {
-		mux.HandleFunc(pattern, a.json(pattern, h))
+		mux.Handle(pattern, a.shedding(a.json(pattern, h)))
 	}
 	route("GET /v1/instruments", a.instruments)
 	route("GET /v1/instruments/{id}/songs", a.instrumentSongs)
@@ -84,6 +93,30 @@ func (a *API) Handler() http.Handler {
 	web, _ := fs.Sub(assets, "web")
 	mux.Handle("GET /", http.FileServerFS(web))
 	return mux
+}
+
+// shedding answers 503 with Retry-After at once when the API is handling as
+// many requests as it may: under overload the requests it takes keep their
+// latency, and the others learn so in microseconds instead of waiting in a
+// queue that only grows.
+func (a *API) shedding(next http.Handler) http.Handler {
+	if a.inFlight == nil {
+		return next
+	}
+	overloaded := mustJSON(errorBody("overloaded", "the API is at capacity; retry after a second"))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case a.inFlight <- struct{}{}:
+			defer func() { <-a.inFlight }()
+			next.ServeHTTP(w, r)
+		default:
+			a.shed.Inc()
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write(overloaded) //nolint:errcheck // client gone
+		}
+	})
 }
 
 // apiError is an error with its HTTP status.

@@ -1,0 +1,69 @@
+package api
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestShedding: with MaxInFlight requests being handled, the next one gets a
+// fast 503 with Retry-After and a JSON error, and is counted; once a request
+// finishes, requests are taken again.
+func TestShedding(t *testing.T) {
+	a := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), Settings{MaxInFlight: 1})
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(a.shedding(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case entered <- struct{}{}:
+			<-release // the first request holds the only slot
+		default:
+		}
+		w.WriteHeader(http.StatusOK)
+	})))
+	defer srv.Close()
+
+	first := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-entered
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body) //nolint:errcheck // checked below
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || body.Error.Code != "overloaded" {
+		t.Errorf("at capacity: %d, Retry-After %q, code %q; want 503, 1, overloaded", resp.StatusCode, resp.Header.Get("Retry-After"), body.Error.Code)
+	}
+	if n := testutil.ToFloat64(a.shed); n != 1 {
+		t.Errorf("scale_api_shed_total %v, want 1", n)
+	}
+	close(release)
+	if code := <-first; code != http.StatusOK {
+		t.Errorf("the request in flight: %d, want 200", code)
+	}
+	resp, err = http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("after the slot was freed: %d, want 200", resp.StatusCode)
+	}
+}
