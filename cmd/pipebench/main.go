@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/scale-dev/scale/internal/cgroup"
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/freeport"
@@ -73,6 +74,7 @@ func run(ctx context.Context) error {
 	s3Jitter := flag.Duration("s3-jitter", 0, "with -s3-latency: ± this much")
 	s3Proxy := flag.Bool("s3-proxy", false, "with -source s3: read through the proxy even with no latency (the baseline of a latency series: the proxy costs CPU on this machine)")
 	reads := flag.Int("reads", 0, "extract's object reads in flight per process (SCALE_EXTRACT_READS; 0: its default)")
+	cpuQuota := flag.Float64("cpu-quota", 0, "cap each extract process at this many CPUs with a cgroup (0.2: a fifth of a core), to show scale-out on a small machine")
 	flag.Parse()
 	if *source != "folder" && *source != "s3" {
 		return fmt.Errorf("-source must be folder or s3, not %q", *source)
@@ -133,7 +135,10 @@ func run(ctx context.Context) error {
 	if *reads > 0 {
 		env = append(env, "SCALE_EXTRACT_READS="+strconv.Itoa(*reads))
 	}
-	b := bench{tmp: tmp, cluster: cluster, gw: gw, bins: bins, env: env, files: len(files), concurrency: *concurrency}
+	b := bench{tmp: tmp, cluster: cluster, gw: gw, bins: bins, env: env, files: len(files), concurrency: *concurrency, cpuQuota: *cpuQuota}
+	if *cpuQuota > 0 {
+		fmt.Printf("pipebench: each extract process capped at %.2f CPU\n", *cpuQuota)
+	}
 
 	for _, w := range strings.Split(*workerList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
@@ -190,6 +195,7 @@ type bench struct {
 	env         []string // source settings
 	files       int
 	concurrency int
+	cpuQuota    float64 // per extract process; 0: none
 }
 
 // run measures one pipeline with the given number of extract processes, on a
@@ -236,6 +242,16 @@ func (b bench) run(ctx context.Context, workers int) error {
 			return err
 		}
 		procs = append(procs, p)
+		if b.cpuQuota > 0 {
+			g, err := cgroup.Limit(fmt.Sprintf("pipebench-%s-extract-%d", db, i+1), b.cpuQuota)
+			if err != nil {
+				return err
+			}
+			defer g.Close() //nolint:errcheck // teardown
+			if err := g.Add(p.Pid()); err != nil {
+				return err
+			}
+		}
 	}
 	sim, err := start("similarity", bins["similarity"])
 	if err != nil {

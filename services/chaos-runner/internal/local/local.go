@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scale-dev/scale/internal/cgroup"
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/freeport"
 	"github.com/scale-dev/scale/internal/launcher"
@@ -68,7 +69,7 @@ type Env struct {
 // started is stopped.
 func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, err error) {
 	e := &Env{exp: exp, opts: o, procs: map[string]*launcher.Process{}, specs: map[string]launcher.Spec{}}
-	if n := SweepCgroups(); n > 0 {
+	if n := cgroup.Sweep(); n > 0 {
 		o.Log.Info("removed cgroups left by a runner that died", "count", n)
 	}
 	defer func() {
