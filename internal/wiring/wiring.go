@@ -137,22 +137,23 @@ func Run(ctx context.Context, svc Service, log *slog.Logger, body func(ctx conte
 	defer stopBody()
 	done := make(chan error, 1)
 	go func() { done <- body(bodyCtx, in) }()
-	var drainBy time.Time
+	bodyEnded := false
 	select {
 	case err = <-done: // the body ended by itself (a one-shot ingest, or a failure)
-		drainBy = time.Now().Add(svc.Ops.DrainTimeout)
+		bodyEnded = true
 	case <-serverFailed:
-		drainBy = time.Now().Add(svc.Ops.DrainTimeout)
-		in.Health.SetPhase(ops.Draining)
 		stopBody()
-		err = errors.Join(errors.New("an endpoint stopped; stopping the service"), waitBody(done, drainBy))
+		err = errors.New("an endpoint stopped; stopping the service")
 	case <-ctx.Done():
-		drainBy = time.Now().Add(svc.Ops.DrainTimeout)
-		in.Health.SetPhase(ops.Draining)
 		log.Info("draining", "bound", svc.Ops.DrainTimeout)
-		err = waitBody(done, drainBy)
 	}
+	// From here the service drains: the body finishes its work in hand, then
+	// NATS and the pool close, all by one deadline.
+	drainBy := time.Now().Add(svc.Ops.DrainTimeout)
 	in.Health.SetPhase(ops.Draining)
+	if !bodyEnded {
+		err = errors.Join(err, waitBody(done, drainBy))
+	}
 	closeCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), drainBy)
 	defer cancel()
 	if cerr := closeInfra(closeCtx); cerr != nil {
