@@ -20,8 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/scale-dev/scale/internal/cgroup"
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/freeport"
@@ -418,10 +416,4 @@ func (e *Env) Finished(ctx context.Context) (int, error) {
 	var n int
 	err := e.Store.Pool.QueryRow(ctx, "SELECT count(*) FROM discovered_files WHERE status <> 'pending'").Scan(&n)
 	return n, err
-}
-
-// Settled reports whether a stage's durable consumer has nothing pending or
-// unacknowledged.
-func (e *Env) Settled(ctx context.Context, durable, stream string) (bool, *jetstream.ConsumerInfo, error) {
-	return transport.Settled(ctx, e.Conn.JS, stream, durable)
 }

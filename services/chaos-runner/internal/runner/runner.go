@@ -99,7 +99,7 @@ func (r *run) publish(ev events.Chaos) {
 func (r *run) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		_, info, err := r.env.Settled(ctx, events.ConsumerExtract, events.StreamDiscovered)
+		_, info, err := transport.Settled(ctx, r.env.Conn.JS, events.StreamDiscovered, events.ConsumerExtract)
 		if err == nil && info != nil && apiReady(r.env.APIAddr) {
 			return nil
 		}
@@ -245,8 +245,8 @@ func (r *run) done(ctx context.Context) bool {
 	if err != nil || a.Discovered < int64(len(r.env.Files)) || a.Pending > 0 {
 		return false
 	}
-	for _, c := range [][2]string{{events.ConsumerExtract, events.StreamDiscovered}, {events.ConsumerSimilarity, events.StreamOutcomes}} {
-		if ok, _, err := r.env.Settled(ctx, c[0], c[1]); err != nil || !ok {
+	for _, c := range [][2]string{{events.StreamDiscovered, events.ConsumerExtract}, {events.StreamOutcomes, events.ConsumerSimilarity}} {
+		if ok, _, err := transport.Settled(ctx, r.env.Conn.JS, c[0], c[1]); err != nil || !ok {
 			return false
 		}
 	}
@@ -317,7 +317,7 @@ func (r *run) probe(ctx context.Context) Sample {
 	if n, err := r.env.Finished(ctx); err == nil {
 		s.Finished = n
 	}
-	if _, info, err := r.env.Settled(ctx, events.ConsumerExtract, events.StreamDiscovered); err == nil && info != nil {
+	if _, info, err := transport.Settled(ctx, r.env.Conn.JS, events.StreamDiscovered, events.ConsumerExtract); err == nil && info != nil {
 		s.Backlog = info.NumPending + uint64(info.NumAckPending)
 	}
 	if r.load != nil {

@@ -195,7 +195,6 @@ func (r *run) judge(ctx context.Context, aborted string) {
 		}
 	}
 
-	r.waitNATS(ctx)
 	acc, err := accounting.Check(ctx, r.env.Store, r.env.Conn.JS, r.env.Files)
 	if err != nil {
 		j.Reasons = append(j.Reasons, "accounting could not be read: "+err.Error())
@@ -260,22 +259,6 @@ func (r *run) readEvents(ctx context.Context) ([]events.Chaos, error) {
 		return nil
 	})
 	return out, err
-}
-
-// waitNATS waits (up to a minute) until JetStream answers for the outcome
-// stream: after a node came back the cluster may still be electing.
-func (r *run) waitNATS(ctx context.Context) {
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		if st, err := r.env.Conn.JS.Stream(ctx, events.StreamOutcomes); err == nil {
-			if _, err := st.Info(ctx); err == nil {
-				return
-			}
-		}
-		if !sleep(ctx, 200*time.Millisecond) {
-			return
-		}
-	}
 }
 
 // slowestRecovery is the longest recovery of any healed fault (+Inf when one
