@@ -93,7 +93,7 @@ func (p *pipeline) runSimilarity(settings similarity.Settings, reg *prometheus.R
 		}
 	}
 	p.t.Cleanup(stop)
-	poll(p.t, "similarity to load its lists", time.Minute, func() (bool, float64) {
+	testenv.Poll(p.t, "similarity to load its lists", time.Minute, func() (bool, float64) {
 		v := testenv.MetricValue(p.t, reg, "scale_similarity_leader")
 		return v == 1, v
 	})
@@ -215,7 +215,7 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "the API to show a rewritten rank", 5*time.Second, func() (bool, string) {
+	testenv.Poll(t, "the API to show a rewritten rank", 5*time.Second, func() (bool, string) {
 		id, score := firstOf(song)
 		return id == other && score == 0.125, fmt.Sprintf("first similar %s, score %v", id, score)
 	})
@@ -224,7 +224,7 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 	if err := sim.Exclusive(context.Background(), func(ctx context.Context) error { return sim.Rebuild(ctx, io.Discard) }); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "the API to show the rebuilt lists", 5*time.Second, func() (bool, string) {
+	testenv.Poll(t, "the API to show the rebuilt lists", 5*time.Second, func() (bool, string) {
 		id, _ := firstOf(song)
 		return id == want[song][0], "first similar " + id
 	})

@@ -196,16 +196,10 @@ func (p *pipeline) account() store.Accounting {
 	return a
 }
 
-// poll is testenv.Poll.
-func poll[S any](t *testing.T, what string, timeout time.Duration, cond func() (bool, S)) S {
-	t.Helper()
-	return testenv.Poll(t, what, timeout, cond)
-}
-
 // waitFor polls the accounting until cond holds or the time is up.
 func (p *pipeline) waitFor(what string, timeout time.Duration, cond func(store.Accounting) bool) store.Accounting {
 	p.t.Helper()
-	return poll(p.t, what, timeout, func() (bool, store.Accounting) {
+	return testenv.Poll(p.t, what, timeout, func() (bool, store.Accounting) {
 		a := p.account()
 		return cond(a), a
 	})
@@ -219,7 +213,7 @@ func (p *pipeline) waitFor(what string, timeout time.Duration, cond func(store.A
 // publish the events again (de-duplicated by Msg-Id).
 func (p *pipeline) settle(stream, consumer string) {
 	p.t.Helper()
-	poll(p.t, "consumer "+consumer+" to settle", time.Minute, func() (bool, *jetstream.ConsumerInfo) {
+	testenv.Poll(p.t, "consumer "+consumer+" to settle", time.Minute, func() (bool, *jetstream.ConsumerInfo) {
 		settled, info, err := transport.Settled(context.Background(), p.js, stream, consumer)
 		if err != nil {
 			p.t.Fatal(err)
@@ -361,7 +355,7 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 			extract.Options{Concurrency: 2, FetchBatch: 4, AckWait: 2 * time.Second})
 		done := make(chan error, 1)
 		go func() { done <- w.Run(ctx) }()
-		poll(t, "the worker's goal", time.Minute, func() (bool, struct{}) { return until(), struct{}{} })
+		testenv.Poll(t, "the worker's goal", time.Minute, func() (bool, struct{}) { return until(), struct{}{} })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)

@@ -53,18 +53,18 @@ func TestScaleOneCommand(t *testing.T) {
 			t.Logf("scale log:\n%s", proc.Log())
 		}
 	})
-	poll(t, "/healthz", time.Minute, func() (bool, int) {
+	testenv.Poll(t, "/healthz", time.Minute, func() (bool, int) {
 		code := statusOf("http://" + opsAddr + "/healthz")
 		return code == 200, code
 	})
 	done := fmt.Sprintf("scale: all %d files finished", len(files))
-	poll(t, "every file finished", 2*time.Minute, func() (bool, string) {
+	testenv.Poll(t, "every file finished", 2*time.Minute, func() (bool, string) {
 		return strings.Contains(proc.Log(), done), proc.Log()
 	})
 	if !strings.Contains(proc.Log(), "(balanced: true)") {
 		t.Errorf("the accounting is not balanced:\n%s", proc.Log())
 	}
-	poll(t, "/readyz", 10*time.Second, func() (bool, int) {
+	testenv.Poll(t, "/readyz", 10*time.Second, func() (bool, int) {
 		code := statusOf("http://" + apiAddr + "/readyz")
 		return code == 200, code
 	})
@@ -124,7 +124,7 @@ func TestScaleKilledMidRunStartsAgain(t *testing.T) {
 		return proc
 	}
 	first := start("scale-1")
-	poll(t, "the first run to be under way", 2*time.Minute, func() (bool, string) {
+	testenv.Poll(t, "the first run to be under way", 2*time.Minute, func() (bool, string) {
 		return strings.Contains(first.Log(), "extract: "), first.Log()
 	})
 	first.Kill()
@@ -139,7 +139,7 @@ func TestScaleKilledMidRunStartsAgain(t *testing.T) {
 	second := start("scale-2")
 	want := expect(t, root, rels)
 	done := fmt.Sprintf("scale: all %d files finished: %d songs, %d failures (balanced: true)", want.files, want.songs, want.failures)
-	poll(t, "the second run to finish", 3*time.Minute, func() (bool, string) {
+	testenv.Poll(t, "the second run to finish", 3*time.Minute, func() (bool, string) {
 		return strings.Contains(second.Log(), done), second.Log()
 	})
 	if err := second.Stop(30 * time.Second); err != nil {

@@ -65,12 +65,12 @@ func TestSimilarityStandbyTakesOver(t *testing.T) {
 	files := p.ingest(root).Published
 
 	a := p.startSimilarity("similarity-a")
-	poll(t, "similarity-a to take the writer lease", time.Minute, func() (bool, string) {
+	testenv.Poll(t, "similarity-a to take the writer lease", time.Minute, func() (bool, string) {
 		w := p.writer()
 		return w == "similarity-a", "writer " + w
 	})
 	b := p.startSimilarity("similarity-b")
-	poll(t, "similarity-b to stand by", time.Minute, func() (bool, string) {
+	testenv.Poll(t, "similarity-b to stand by", time.Minute, func() (bool, string) {
 		return strings.Contains(b.Log(), "standing by"), b.Log()
 	})
 
@@ -79,7 +79,7 @@ func TestSimilarityStandbyTakesOver(t *testing.T) {
 		extract.Options{Concurrency: 1, FetchBatch: 4})
 	p.background("extract", w.Run)
 	ctx := context.Background()
-	poll(t, "similarity-a to apply some songs", time.Minute, func() (bool, *jetstream.ConsumerInfo) {
+	testenv.Poll(t, "similarity-a to apply some songs", time.Minute, func() (bool, *jetstream.ConsumerInfo) {
 		_, info, err := transport.Settled(ctx, p.js, events.StreamOutcomes, events.ConsumerSimilarity)
 		if err != nil {
 			t.Fatal(err)
@@ -91,7 +91,7 @@ func TestSimilarityStandbyTakesOver(t *testing.T) {
 	if acc := p.account(); acc.Pending == 0 {
 		t.Fatalf("extraction had finished when the writer was killed (%+v): the kill cut no stream", acc)
 	}
-	poll(t, "similarity-b to take over", 30*time.Second, func() (bool, string) {
+	testenv.Poll(t, "similarity-b to take over", 30*time.Second, func() (bool, string) {
 		w := p.writer()
 		return w == "similarity-b", "writer " + w
 	})
