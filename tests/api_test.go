@@ -171,6 +171,21 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 			}
 		}
 	}
+	// The cache starts a new generation when it sees the last write's version;
+	// lists read before that would be dropped with the old one.
+	reader, err := store.OpenReader(context.Background(), p.pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	version, err := reader.SimilarVersion(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Poll(t, "the API's cache to reach the last version", 5*time.Second, func() (bool, float64) {
+		v := metric(t, server.URL, "scale_api_similar_cache_version")
+		return v == float64(version), v
+	})
 	check("incremental") // from the database, filling the API's cache
 	check("cached")
 	if hits := metric(t, server.URL, `scale_api_similar_cache_lookups_total{result="hit"}`); hits < float64(len(want)) {
@@ -205,7 +220,7 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 		return body.Similar[0].ID, body.Similar[0].Score
 	}
 	stopSimilarity() // the test writes a rank itself, then rebuilds
-	err := pgx.BeginFunc(context.Background(), p.store.Pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(context.Background(), p.store.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(context.Background(), `UPDATE similar_songs SET other = $2, score = 0.125, shared = '{0}' WHERE song = $1 AND rank = 1`, song, other); err != nil {
 			return err
 		}

@@ -114,6 +114,15 @@ func newSimilarCache(maxSongs int, reg prometheus.Registerer) *similarCache {
 		Name: "scale_api_similar_cache_bytes",
 		Help: "Bytes the cached lists take: their entries and the id and name of each song they name (the two maps by song id add about 60 bytes per song).",
 	}, func() float64 { _, bytes := c.size(); return float64(bytes) }))
+	ops.Register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "scale_api_similar_cache_version",
+		Help: "The similar_songs_version the cache serves (-1 while it is off); behind the database's for up to one poll.",
+	}, func() float64 {
+		if g := c.cur.Load(); g != nil {
+			return float64(g.version)
+		}
+		return -1
+	}))
 	return c
 }
 
