@@ -115,7 +115,7 @@ func run(ctx context.Context) error {
 	env := []string{"SCALE_INGEST_SOURCE=" + abs}
 	var gw *versitygw.Server
 	if *source == "s3" {
-		if gw, err = versitygw.Start(filepath.Dir(abs), filepath.Join(tmp, "versitygw.log")); err != nil {
+		if gw, err = versitygw.Start(filepath.Dir(abs), filepath.Join(tmp, "versitygw.log"), versitygw.Options{}); err != nil {
 			return err
 		}
 		defer gw.Stop()

@@ -74,6 +74,11 @@ type Spec struct {
 	// DieWithParent has the kernel SIGKILL the process when this one dies,
 	// however it dies: a killed parent leaves no children running.
 	DieWithParent bool
+	// NewNetNS starts the process in a network namespace of its own (only a
+	// loopback, down); NetNS starts it in an existing one, named by a path
+	// such as /proc/PID/ns/net. Both need root.
+	NewNetNS bool
+	NetNS    string
 }
 
 // Start starts the process.
@@ -90,7 +95,10 @@ func Start(s Spec) (*Process, error) {
 	if s.DieWithParent {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
-	if err := cmd.Start(); err != nil {
+	if s.NewNetNS {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
+	if err := startIn(s.NetNS, cmd); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", s.Name, err)
 	}
 	p := &Process{Name: s.Name, Cmd: cmd, LogPath: s.LogPath, done: make(chan struct{})}

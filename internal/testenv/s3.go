@@ -30,7 +30,7 @@ func S3(t testing.TB) *S3Server {
 		}
 		t.Skip(err)
 	}
-	gw, err := versitygw.Start(t.TempDir(), filepath.Join(t.TempDir(), "versitygw.log"))
+	gw, err := versitygw.Start(t.TempDir(), filepath.Join(t.TempDir(), "versitygw.log"), versitygw.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -230,3 +230,16 @@ func Poll[S any](t testing.TB, what string, timeout time.Duration, cond func() (
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Root skips a test that needs root (namespaces, cgroups, nftables) when it
+// runs as another user; in CI, where the tests run as root, it fails instead.
+func Root(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if InCI() {
+		t.Fatal("this test needs root, and CI runs as root")
+	}
+	t.Skip("needs root")
+}

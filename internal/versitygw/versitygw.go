@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/scale-dev/scale/internal/freeport"
+	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/objstore"
 )
 
@@ -24,7 +25,16 @@ const InstallHint = "go install github.com/versity/versitygw/cmd/versitygw@" + V
 // Server is a running gateway.
 type Server struct {
 	Config objstore.S3Config // how to reach it
-	cmd    *exec.Cmd
+	Addr   string            // host:port it listens on
+	spec   launcher.Spec
+	proc   *launcher.Process
+}
+
+// Options say how to run it.
+type Options struct {
+	Addr string // host:port; empty: a free loopback port
+	// DieWithParent has the kernel kill the gateway when this process dies.
+	DieWithParent bool
 }
 
 // Path finds the binary on PATH or in GOPATH/bin.
@@ -44,55 +54,61 @@ func Path() (string, error) {
 	return p, nil
 }
 
-// Start runs the gateway on a free loopback port over root, writing its output
-// to logPath, and returns once it accepts connections.
-func Start(root, logPath string) (*Server, error) {
+// Start runs the gateway over root, writing its output to logPath, and
+// returns once it accepts connections.
+func Start(root, logPath string, o Options) (*Server, error) {
 	bin, err := Path()
 	if err != nil {
 		return nil, err
 	}
-	port, err := freeport.Get()
-	if err != nil {
-		return nil, err
+	if o.Addr == "" {
+		port, err := freeport.Get()
+		if err != nil {
+			return nil, err
+		}
+		o.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := objstore.S3Config{Endpoint: "http://" + addr, Region: "us-east-1", PathStyle: true, AccessKey: "scale-local", SecretKey: "scale-local-secret"}
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
+	cfg := objstore.S3Config{Endpoint: "http://" + o.Addr, Region: "us-east-1", PathStyle: true, AccessKey: "scale-local", SecretKey: "scale-local-secret"}
 	// Without --keep-alive the gateway closes the connection after every
 	// response, so every object read costs a new TCP connection; --quiet
 	// stops it logging every request.
-	cmd := exec.Command(bin, "--access", cfg.AccessKey, "--secret", cfg.SecretKey, "--port", addr, "--keep-alive", "--quiet", "posix", root)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting versitygw: %w", err)
+	s := &Server{Config: cfg, Addr: o.Addr, spec: launcher.Spec{
+		Name: "versitygw", Binary: bin, LogPath: logPath, DieWithParent: o.DieWithParent,
+		Args: []string{"--access", cfg.AccessKey, "--secret", cfg.SecretKey, "--port", o.Addr, "--keep-alive", "--quiet", "posix", root},
+	}}
+	return s, s.Restart()
+}
+
+// Restart starts the gateway (again, after Stop) on the same address and
+// root, and returns once it accepts connections.
+func (s *Server) Restart() error {
+	p, err := launcher.Start(s.spec)
+	if err != nil {
+		return err
 	}
-	logFile.Close() // the child has its own descriptor
-	s := &Server{Config: cfg, cmd: cmd}
+	s.proc = p
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return s, nil
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("versitygw exited: %v\n%s", p.Wait(), p.Log())
+		default:
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			out, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("versitygw did not listen on %s in 20s:\n%s", addr, out)
+			return fmt.Errorf("versitygw did not listen on %s in 20s:\n%s", s.Addr, p.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // Pid is the gateway's process id.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
+func (s *Server) Pid() int { return s.proc.Pid() }
 
 // Stop kills the gateway and waits for it.
-func (s *Server) Stop() {
-	s.cmd.Process.Kill() //nolint:errcheck // may have exited
-	s.cmd.Wait()         //nolint:errcheck // killed
-}
+func (s *Server) Stop() { s.proc.Kill() }
