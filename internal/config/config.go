@@ -28,6 +28,7 @@ type NATS struct {
 	URL             string        `conf:"default:nats://127.0.0.1:4222,help:NATS server URLs (comma-separated)"`
 	Replicas        int           `conf:"default:1,help:stream replicas (1 or 3)"`
 	DuplicateWindow time.Duration `conf:"default:10m,help:how long JetStream remembers a Nats-Msg-Id"`
+	Discover        bool          `conf:"default:true,help:also reconnect to the cluster nodes the servers announce; false keeps the client on the URLs given (a proxy or load balancer in front of NATS)"`
 }
 
 // StreamOptions are the stream settings.

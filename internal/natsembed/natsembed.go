@@ -42,11 +42,7 @@ func Start(o Options) (*server.Server, error) {
 		NoLog:      true,
 	}
 	if o.ClusterName != "" {
-		// NoAdvertise: clients reconnect only to the URLs they were given,
-		// not to the nodes' own addresses, so that a client whose every
-		// connection goes through a proxy (the chaos runner's edges) stays
-		// behind it.
-		opts.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: o.Host, Port: o.ClusterPort, NoAdvertise: true}
+		opts.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: o.Host, Port: o.ClusterPort}
 		for _, r := range o.Routes {
 			u, err := url.Parse(r)
 			if err != nil {

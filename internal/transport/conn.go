@@ -26,10 +26,11 @@ type Conn struct {
 
 // Connect dials url, retrying while the servers are away (the connection is
 // made in the background, so Connect returns at once even when no server
-// answers yet) and reconnecting forever once connected.
-func Connect(url, name string, log *slog.Logger) (*Conn, error) {
+// answers yet) and reconnecting forever once connected. extra options come
+// last, so they can change any of these.
+func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*Conn, error) {
 	c := &Conn{closed: make(chan struct{})}
-	nc, err := nats.Connect(url,
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
@@ -41,7 +42,7 @@ func Connect(url, name string, log *slog.Logger) (*Conn, error) {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
-	)
+	}, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}

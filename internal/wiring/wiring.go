@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -187,7 +188,11 @@ func (in *Infra) open(ctx context.Context, svc Service) (func(context.Context) e
 		return errors.Join(errs...)
 	}
 	if svc.NATS != nil {
-		conn, err := transport.Connect(svc.NATS.URL, svc.Name, in.Log)
+		var opts []nats.Option
+		if !svc.NATS.Discover {
+			opts = append(opts, nats.IgnoreDiscoveredServers())
+		}
+		conn, err := transport.Connect(svc.NATS.URL, svc.Name, in.Log, opts...)
 		if err != nil {
 			return closeAll, err
 		}
