@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,10 +18,12 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/scale-dev/scale/internal/corpus"
 )
@@ -94,24 +97,49 @@ func S3URL(bucket, key string) string {
 	return (&url.URL{Scheme: "s3", Host: bucket, Path: "/" + key}).String()
 }
 
-// List calls fn for every MIDI object under location: s3://bucket/prefix, or a
-// local folder (a path or file:// URL).
-func (c *Client) List(ctx context.Context, location string, fn func(Object) error) error {
+// List calls fn for every MIDI object under location (s3://bucket/prefix, or
+// a local folder as a path or file:// URL) in key order, starting after the
+// key after: a listing that failed resumes after the last key it gave.
+func (c *Client) List(ctx context.Context, location, after string, fn func(Object) error) error {
 	u, err := url.Parse(location)
 	if err == nil && u.Scheme == "s3" {
-		return c.listS3(ctx, u.Host, strings.TrimPrefix(u.Path, "/"), fn)
+		return c.listS3(ctx, u.Host, strings.TrimPrefix(u.Path, "/"), after, fn)
 	}
 	dir := location
 	if err == nil && u.Scheme == "file" {
 		dir = u.Path
 	}
-	return listDir(ctx, dir, fn)
+	return listDir(ctx, dir, after, fn)
+}
+
+// Transient reports whether a failed S3 call may succeed if tried again:
+// the server could not be reached or answered with a 5xx. A missing bucket,
+// refused credentials or a cancelled context are not.
+func Transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() != 0 {
+		return re.HTTPStatusCode() >= 500
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return false
+	}
+	var ne net.Error
+	var oe *smithy.OperationError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
 var plainETag = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-func (c *Client) listS3(ctx context.Context, bucket, prefix string, fn func(Object) error) error {
-	p := s3.NewListObjectsV2Paginator(c.s3, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+func (c *Client) listS3(ctx context.Context, bucket, prefix, after string, fn func(Object) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)}
+	if after != "" {
+		in.StartAfter = aws.String(after)
+	}
+	p := s3.NewListObjectsV2Paginator(c.s3, in)
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
@@ -135,7 +163,7 @@ func (c *Client) listS3(ctx context.Context, bucket, prefix string, fn func(Obje
 	return nil
 }
 
-func listDir(ctx context.Context, dir string, fn func(Object) error) error {
+func listDir(ctx context.Context, dir, after string, fn func(Object) error) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -150,6 +178,12 @@ func listDir(ctx context.Context, dir string, fn func(Object) error) error {
 		if !d.Type().IsRegular() || !corpus.IsMIDIName(d.Name()) {
 			return nil
 		}
+		if after != "" { // resuming: skip to the walk's object after it
+			if path == after {
+				after = ""
+			}
+			return nil
+		}
 		info, err := d.Info()
 		if err != nil {
 			return err
@@ -160,6 +194,9 @@ func listDir(ctx context.Context, dir string, fn func(Object) error) error {
 		}
 		return fn(Object{URL: u, Key: path, Size: info.Size()})
 	})
+	if err == nil && after != "" {
+		err = fmt.Errorf("resuming after %s: no such file", after)
+	}
 	if err != nil {
 		return fmt.Errorf("listing %s: %w", dir, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -32,12 +33,25 @@ func testContract(t *testing.T, b backend) {
 		b.put(t, k, []byte(v))
 	}
 	var got []objstore.Object
-	err := b.client.List(ctx, b.location, func(o objstore.Object) error {
+	err := b.client.List(ctx, b.location, "", func(o objstore.Object) error {
 		got = append(got, o)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A listing resumed after a key gives what followed it, in the same order.
+	for i := range got {
+		var rest []objstore.Object
+		if err := b.client.List(ctx, b.location, got[i].Key, func(o objstore.Object) error {
+			rest = append(rest, o)
+			return nil
+		}); err != nil {
+			t.Fatalf("resuming after %s: %v", got[i].Key, err)
+		}
+		if fmt.Sprint(rest) != fmt.Sprint(got[i+1:]) {
+			t.Errorf("resumed after %s: %v, want %v", got[i].Key, rest, got[i+1:])
+		}
 	}
 	sort.Slice(got, func(i, j int) bool { return got[i].URL < got[j].URL })
 	if len(got) != 3 {
@@ -107,7 +121,7 @@ func TestS3(t *testing.T) {
 		url:      func(key string) string { return objstore.S3URL("midi", "corpus/"+key) },
 	})
 	// A simple upload's ETag is the content MD5, which the listing reports.
-	err := srv.Client.List(context.Background(), "s3://midi/corpus/a.mid", func(o objstore.Object) error {
+	err := srv.Client.List(context.Background(), "s3://midi/corpus/a.mid", "", func(o objstore.Object) error {
 		if o.MD5 != md5hex("first") {
 			t.Errorf("MD5 %q, want md5 of the content", o.MD5)
 		}
@@ -118,6 +132,20 @@ func TestS3(t *testing.T) {
 	}
 	if !strings.HasPrefix(objstore.S3URL("b", "k k.mid"), "s3://b/") {
 		t.Error("S3URL must keep the bucket as host")
+	}
+
+	// A server that does not answer is worth trying again; a bucket that
+	// does not exist is not.
+	nothing := func(objstore.Object) error { return nil }
+	if err := srv.Client.List(context.Background(), "s3://no-such-bucket/", "", nothing); err == nil || objstore.Transient(err) {
+		t.Errorf("listing a missing bucket: %v, transient %v; want a permanent error", err, objstore.Transient(err))
+	}
+	down, err := objstore.New(context.Background(), objstore.S3Config{Endpoint: "http://127.0.0.1:1", Region: "us-east-1", PathStyle: true, AccessKey: "a", SecretKey: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := down.List(context.Background(), "s3://midi/", "", nothing); err == nil || !objstore.Transient(err) {
+		t.Errorf("listing on a server that is down: %v, transient %v; want a transient error", err, objstore.Transient(err))
 	}
 }
 

@@ -122,8 +122,8 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return runner.ExitError
 	}
 	if *dryRun {
-		fmt.Fprintf(stdout, "experiment %s: environment %s, %d extract workers, %d NATS node(s)\n", exp.Name, exp.Environment.Type,
-			exp.Environment.ExtractWorkers, exp.Environment.NATSNodes)
+		fmt.Fprintf(stdout, "experiment %s: environment %s, %d extract workers, %d NATS node(s), network %s\n", exp.Name, exp.Environment.Type,
+			exp.Environment.ExtractWorkers, exp.Environment.NATSNodes, exp.Environment.Network)
 		fmt.Fprint(stdout, exp.Resolve())
 		return 0
 	}

@@ -69,6 +69,7 @@ type Result struct {
 
 type metrics struct {
 	listed, published, skipped prometheus.Counter
+	retries                    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -76,6 +77,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		listed:    ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_listed_total", Help: "MIDI objects listed."})),
 		published: ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_published_total", Help: "midi.discovered events published."})),
 		skipped:   ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_skipped_total", Help: "Listed files already extracted or failed."})),
+		retries: ops.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scale_ingest_retries_total",
+			Help: "Listings resumed after an S3 error, and batches recorded or published again after a Postgres or NATS error, by step."}, []string{"step"})),
+	}
+}
+
+// retry waits out a failed attempt (the attempt-th in a row) and reports
+// whether to try again: false once ctx has ended.
+func retry(ctx context.Context, log *slog.Logger, c prometheus.Counter, attempt int, msg string, err error, args ...any) bool {
+	delay := transport.Backoff(attempt)
+	c.Inc()
+	log.Warn(msg, append(args, "error", err, "attempt", attempt, "retry_in", delay)...)
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -103,7 +122,7 @@ func Run(ctx context.Context, d Deps, opts Options) (Result, error) {
 	// batch's rows, and publications that wait for their acknowledgements
 	// together (see docs/benchmarks.md for the effect).
 	batch := make([]store.DiscoveredFile, 0, batchSize)
-	flush := func() error {
+	flushOnce := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
@@ -113,31 +132,55 @@ func Run(ctx context.Context, d Deps, opts Options) (Result, error) {
 		}
 		var pending []events.Discovered
 		for i, f := range batch {
-			if statuses[i] != "pending" {
-				res.Finished++
-				m.skipped.Inc()
-				continue
+			if statuses[i] == "pending" {
+				pending = append(pending, events.Discovered{Source: f.SourceKey, MD5: f.MD5, Size: f.Size, Name: f.Name, At: time.Now().UTC()})
 			}
-			pending = append(pending, events.Discovered{Source: f.SourceKey, MD5: f.MD5, Size: f.Size, Name: f.Name, At: time.Now().UTC()})
 		}
 		if err := transport.PublishBatch(ctx, d.JS, events.SubjectDiscovered, pending); err != nil {
 			return err
 		}
 		res.Published += len(pending)
 		m.published.Add(float64(len(pending)))
+		res.Finished += len(batch) - len(pending)
+		m.skipped.Add(float64(len(batch) - len(pending)))
 		batch = batch[:0]
 		report(false)
 		return nil
 	}
-	err = d.Objects.List(ctx, opts.Source, func(o objstore.Object) error {
-		res.Listed++
-		m.listed.Inc()
-		batch = append(batch, store.DiscoveredFile{SourceKey: o.URL, MD5: o.MD5, Size: o.Size, Name: songName(o, names)})
-		if len(batch) == batchSize {
-			return flush()
+	// A batch that cannot be recorded or published (Postgres or NATS away)
+	// is tried again until it goes through: recording is an upsert, and a
+	// republished event carries the same Nats-Msg-Id, so JetStream drops the
+	// copy.
+	flush := func() error {
+		for attempt := 1; ; attempt++ {
+			err := flushOnce()
+			if err == nil || !retry(ctx, d.Log, m.retries.WithLabelValues("flush"), attempt, "recording or publishing a batch failed; retrying", err, "files", len(batch)) {
+				return err
+			}
 		}
-		return nil
-	})
+	}
+	// A listing that fails on the way (S3 away or overloaded) resumes after
+	// the last key it gave, once the server answers again.
+	var after string
+	for attempt := 1; ; attempt++ {
+		resumedAt := after
+		err = d.Objects.List(ctx, opts.Source, after, func(o objstore.Object) error {
+			res.Listed++
+			m.listed.Inc()
+			after = o.Key
+			batch = append(batch, store.DiscoveredFile{SourceKey: o.URL, MD5: o.MD5, Size: o.Size, Name: songName(o, names)})
+			if len(batch) == batchSize {
+				return flush()
+			}
+			return nil
+		})
+		if after != resumedAt {
+			attempt = 1 // progress since the last failure: back off from the start
+		}
+		if err == nil || !objstore.Transient(err) || !retry(ctx, d.Log, m.retries.WithLabelValues("list"), attempt, "listing failed; resuming", err, "after", after) {
+			break
+		}
+	}
 	if err == nil {
 		err = flush()
 	}

@@ -51,7 +51,16 @@ type Environment struct {
 	NATSNodes          int      `json:"natsNodes,omitempty"`
 	ExtractConcurrency int      `json:"extractConcurrency,omitempty"`
 	ExtractAckWait     Duration `json:"extractAckWait,omitempty"`
+	Network            string   `json:"network,omitempty"` // loopback (default), or hosts: each pipeline process on a host of its own
 }
+
+// Hosts is the network that runs each pipeline process on a host of its own
+// (a network namespace), which a network-partition needs.
+const Hosts = "hosts"
+
+// Components are everything an experiment can attack: the pipeline's
+// processes and what they depend on.
+var Components = []string{"ingest", "extract", "similarity", "api", "nats", "postgres", "s3"}
 
 // Workload is what the pipeline works on during the experiment.
 type Workload struct {
@@ -99,8 +108,9 @@ type Fault struct {
 	Latency  Duration `json:"latency,omitempty"`  // network-latency: added each way
 	Jitter   Duration `json:"jitter,omitempty"`   // network-latency: ± this much
 	Rate     int      `json:"rate,omitempty"`     // network-bandwidth: KB/s
-	Workers  int      `json:"workers,omitempty"`  // cpu-hog: busy processes (default 1)
+	Workers  int      `json:"workers,omitempty"`  // cpu-hog: busy processes; worker-add: extract processes added (default 1)
 	CPUs     float64  `json:"cpus,omitempty"`     // cpu-quota: the CPU time the targets may use, in CPUs
+	From     []string `json:"from,omitempty"`     // network-partition: the components cut off (default: all others)
 	Repeat   *Repeat  `json:"repeat,omitempty"`
 }
 
@@ -149,6 +159,8 @@ var faultDurations = map[string]string{
 	"network-bandwidth": "how long the edge stays narrow",
 	"network-reset":     "how long connections are reset",
 	"network-blackhole": "how long data is dropped",
+	"network-partition": "how long the hosts stay cut apart",
+	"s3-down":           "how long the S3 server stays down",
 	"cpu-hog":           "how long the burners run",
 	"cpu-quota":         "how long the quota holds",
 }
@@ -156,7 +168,11 @@ var faultDurations = map[string]string{
 // NetworkEdges are the edges a network fault can be put on: every
 // service's connections to that component go through a proxy the driver
 // controls.
-var NetworkEdges = map[string]bool{"postgres": true}
+var NetworkEdges = map[string]bool{"postgres": true, "nats": true, "s3": true}
+
+// pipelineProcess reports whether a component is one of the pipeline's
+// own processes (not NATS, Postgres or S3).
+func pipelineProcess(c string) bool { return c != "" && !NetworkEdges[c] }
 
 // Components' instance counts in an environment.
 func (e Experiment) instances(component string) int {
@@ -253,6 +269,9 @@ func (e *Experiment) defaults() {
 	if e.Environment.ExtractConcurrency == 0 {
 		e.Environment.ExtractConcurrency = 2
 	}
+	if e.Environment.Network == "" {
+		e.Environment.Network = "loopback"
+	}
 	if e.Environment.ExtractAckWait == 0 {
 		e.Environment.ExtractAckWait = Duration(5 * time.Second)
 	}
@@ -270,7 +289,7 @@ func (e *Experiment) defaults() {
 		if e.Method[i].Target.Mode == "" {
 			e.Method[i].Target.Mode = "one"
 		}
-		if e.Method[i].Type == "cpu-hog" && e.Method[i].Workers == 0 {
+		if (e.Method[i].Type == "cpu-hog" || e.Method[i].Type == "worker-add") && e.Method[i].Workers == 0 {
 			e.Method[i].Workers = 1
 		}
 		if e.Method[i].Name == "" {
@@ -303,16 +322,28 @@ func (e Experiment) check(lines map[string]int) Errors {
 		if len(e.Allow) > 0 && !allowed[c] {
 			add(p+"/target/component", "component %q is not in the experiment's allow list %v", c, e.Allow)
 		}
-		network := strings.HasPrefix(f.Type, "network-")
-		want := map[string]string{"process-kill": "", "process-pause": "", "nats-node-kill": "nats", "postgres-restart": "postgres"}[f.Type]
+		partition := f.Type == "network-partition"
+		edge := strings.HasPrefix(f.Type, "network-") && !partition
+		want := map[string]string{"nats-node-kill": "nats", "postgres-restart": "postgres", "s3-down": "s3", "worker-add": "extract"}[f.Type]
 		switch {
-		case network && !NetworkEdges[c]:
+		case edge && !NetworkEdges[c]:
 			add(p+"/target/component", "network faults go on the edges to %v, not to %s", keys(NetworkEdges), c)
-		case network:
+		case edge:
 		case want != "" && c != want:
 			add(p+"/target/component", "a %s fault targets %s, not %s", f.Type, want, c)
-		case want == "" && (c == "nats" || c == "postgres"):
-			add(p+"/target/component", "%s is not a process of the pipeline; use a %s fault", c, map[string]string{"nats": "nats-node-kill", "postgres": "postgres-restart"}[c])
+		case want == "" && !pipelineProcess(c):
+			add(p+"/target/component", "%s is not a process of the pipeline; use a %s fault", c, map[string]string{"nats": "nats-node-kill", "postgres": "postgres-restart", "s3": "s3-down"}[c])
+		}
+		if partition && e.Environment.Network != Hosts {
+			add(p, "a network-partition needs the pipeline on hosts (environment.network: hosts)")
+		}
+		if len(f.From) > 0 && !partition {
+			add(p+"/from", "only a network-partition cuts a target off from components")
+		}
+		for k, from := range f.From {
+			if from == c && e.instances(c) == 1 {
+				add(fmt.Sprintf("%s/from/%d", p, k), "%s cannot be cut off from itself", c)
+			}
 		}
 		if f.Type == "network-latency" && f.Latency <= 0 {
 			add(p, "a network-latency fault needs a latency")

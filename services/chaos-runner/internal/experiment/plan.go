@@ -69,6 +69,7 @@ type Step struct {
 	Rate     int      `json:"rate,omitempty"`
 	Workers  int      `json:"workers,omitempty"`
 	CPUs     float64  `json:"cpus,omitempty"`
+	From     []string `json:"from,omitempty"`
 }
 
 // Plan is every injection of an experiment, in time order.
@@ -95,6 +96,7 @@ func (e Experiment) Instances(component string) []string {
 func (e Experiment) Resolve() Plan {
 	r := rand.New(rand.NewPCG(e.Seed, 0x5CA1E))
 	p := Plan{Seed: e.Seed}
+	added := 0 // extract workers added so far, numbered after the environment's
 	for _, f := range e.Method {
 		count, every := 1, time.Duration(0)
 		if f.Repeat != nil {
@@ -102,10 +104,18 @@ func (e Experiment) Resolve() Plan {
 		}
 		instances := e.Instances(f.Target.Component)
 		for k := range count {
+			targets := pick(r, instances, f.Target)
+			if f.Type == "worker-add" {
+				targets = nil
+				for range f.Workers {
+					added++
+					targets = append(targets, fmt.Sprintf("extract-%d", e.Environment.ExtractWorkers+added))
+				}
+			}
 			p.Steps = append(p.Steps, Step{
-				Fault: f.Name, Type: f.Type, Targets: pick(r, instances, f.Target),
+				Fault: f.Name, Type: f.Type, Targets: targets,
 				At: Duration(f.At.D() + time.Duration(k)*every), Duration: f.Duration,
-				Latency: f.Latency, Jitter: f.Jitter, Rate: f.Rate, Workers: f.Workers, CPUs: f.CPUs,
+				Latency: f.Latency, Jitter: f.Jitter, Rate: f.Rate, Workers: f.Workers, CPUs: f.CPUs, From: f.From,
 			})
 		}
 	}

@@ -1,7 +1,10 @@
 // Package local is the chaos runner's local driver: it runs the real pipeline
-// on this machine (a NATS JetStream cluster, a Postgres cluster, and ingest,
-// extract, similarity and the API as separate processes) and attacks it:
-// processes killed and restarted or paused, NATS nodes lost, Postgres crashed.
+// on this machine (a NATS JetStream cluster, a Postgres cluster, versitygw as
+// S3, and ingest, extract, similarity and the API as separate processes,
+// optionally each on a host of its own) and attacks it: processes killed,
+// paused or added, NATS nodes lost, Postgres crashed, S3 down, the network
+// edges to NATS, Postgres and S3 slowed, narrowed, reset or blackholed, hosts
+// partitioned, CPU burnt or squeezed.
 // Every process it starts dies with the runner (the kernel's parent-death
 // signal), so a runner that is itself killed leaves nothing running.
 package local
@@ -12,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -30,8 +35,10 @@ import (
 	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/synth"
 	"github.com/scale-dev/scale/internal/transport"
+	"github.com/scale-dev/scale/internal/versitygw"
 	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/netlab"
 )
 
 // Options are the driver's settings.
@@ -48,10 +55,12 @@ type Env struct {
 	PG      *pglocal.Cluster
 	PGURL   string
 	NATS    *natsembed.Cluster
+	S3      *versitygw.Server
 	Conn    *transport.Conn
 	Store   *store.Store
 	Files   []string // the workload's source URLs
 	APIAddr string
+	Lab     *netlab.Lab // the hosts, with network: hosts; nil on loopback
 	env     []string
 
 	edges *edges // the proxies network faults are put on
@@ -62,11 +71,11 @@ type Env struct {
 	nth   int // faults injected, for naming them
 }
 
-// Start brings the environment up: corpus, Postgres, NATS, and every
-// pipeline process but ingest (see StartIngest). On error, whatever was
-// started is stopped.
+// Start brings the environment up: corpus, versitygw, Postgres, NATS, the
+// hosts when the experiment asks for them, and every pipeline process but
+// ingest (see StartIngest). On error, whatever was started is stopped.
 func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, err error) {
-	e := &Env{exp: exp, opts: o, procs: map[string]*launcher.Process{}, specs: map[string]launcher.Spec{}}
+	e := &Env{exp: exp, opts: o, procs: map[string]*launcher.Process{}, specs: map[string]launcher.Spec{}, edges: newEdges()}
 	if n := cgroup.Sweep(); n > 0 {
 		o.Log.Info("removed cgroups left by a runner that died", "count", n)
 	}
@@ -75,22 +84,25 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 			e.Stop()
 		}
 	}()
-	root, err := e.corpus(ctx)
+	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	bucketDir, err := e.corpus(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rels, err := corpus.Files(root)
+	rels, err := corpus.Files(bucketDir)
 	if err != nil {
 		return nil, err
 	}
+	bucket := filepath.Base(bucketDir)
 	for _, rel := range rels {
-		u, err := objstore.FileURL(filepath.Join(root, filepath.FromSlash(rel)))
-		if err != nil {
-			return nil, err
-		}
-		e.Files = append(e.Files, u)
+		e.Files = append(e.Files, objstore.S3URL(bucket, rel))
 	}
-	o.Log.Info("corpus ready", "folder", root, "files", len(e.Files))
+	o.Log.Info("corpus ready", "bucket", bucket, "folder", bucketDir, "files", len(e.Files))
+	if e.S3, err = versitygw.Start(filepath.Dir(bucketDir), filepath.Join(o.Dir, "logs", "versitygw.log"), versitygw.Options{DieWithParent: true}); err != nil {
+		return nil, err
+	}
 
 	if e.PG, err = pglocal.Start(ctx, filepath.Join(o.Dir, "postgres"), pglocal.Options{Durable: true, DieWithParent: true}); err != nil {
 		return nil, err
@@ -102,12 +114,6 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 	if e.Store, err = store.Open(ctx, e.PGURL, 30*time.Second); err != nil {
 		return nil, err // the runner's own probes connect directly: a fault on the edge does not blind them
 	}
-	e.edges = newEdges()
-	pgProxy, err := e.edges.add("postgres", fmt.Sprintf("127.0.0.1:%d", e.PG.Port))
-	if err != nil {
-		return nil, err
-	}
-	servicesPG := strings.Replace(e.PGURL, fmt.Sprintf("127.0.0.1:%d", e.PG.Port), pgProxy, 1)
 	n := exp.Environment.NATSNodes
 	if e.NATS, err = natsembed.StartCluster(n, func(i int) string { return filepath.Join(o.Dir, fmt.Sprintf("nats-%d", i+1)) }); err != nil {
 		return nil, err
@@ -119,15 +125,52 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 	if err := transport.Provision(ctx, e.Conn.JS, o.Log, append(events.PipelineStreams(streams), events.ChaosStream(streams))...); err != nil {
 		return nil, err
 	}
-	port, err := freeport.Get()
+
+	if exp.Environment.Network == experiment.Hosts {
+		if e.Lab, err = netlab.New(filepath.Join(o.Dir, "netlab")); err != nil {
+			return nil, fmt.Errorf("hosts: %w", err)
+		}
+	}
+	// Every service reaches Postgres, each NATS node and S3 through an edge.
+	pgAddr := fmt.Sprintf("127.0.0.1:%d", e.PG.Port)
+	pgEdge, err := e.edge("postgres", pgAddr)
 	if err != nil {
 		return nil, err
 	}
-	e.APIAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	var natsURLs []string
+	for i := range n {
+		a, err := e.edge(fmt.Sprintf("nats-%d", i+1), strings.TrimPrefix(e.NATS.ClientURL(i), "nats://"))
+		if err != nil {
+			return nil, err
+		}
+		natsURLs = append(natsURLs, "nats://"+a)
+	}
+	s3Edge, err := e.edge("s3", e.S3.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if e.Lab != nil {
+		api, err := e.Lab.AddHost("api")
+		if err != nil {
+			return nil, err
+		}
+		e.APIAddr = netip.AddrPortFrom(api.Addr, 8080).String()
+	} else {
+		port, err := freeport.Get()
+		if err != nil {
+			return nil, err
+		}
+		e.APIAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	s3 := e.S3.Config
 	e.env = []string{
-		"SCALE_NATS_URL=" + e.NATS.URL(), "SCALE_NATS_REPLICAS=" + strconv.Itoa(n), "SCALE_NATS_DUPLICATE_WINDOW=2m",
-		"SCALE_POSTGRES_URL=" + servicesPG, "SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_OPS_DRAIN_TIMEOUT=10s",
-		"SCALE_INGEST_SOURCE=" + root, "SCALE_API_ADDR=" + e.APIAddr,
+		"SCALE_NATS_URL=" + strings.Join(natsURLs, ","), "SCALE_NATS_DISCOVER=false",
+		"SCALE_NATS_REPLICAS=" + strconv.Itoa(n), "SCALE_NATS_DUPLICATE_WINDOW=2m",
+		"SCALE_POSTGRES_URL=" + strings.Replace(e.PGURL, pgAddr, pgEdge, 1),
+		"SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_OPS_DRAIN_TIMEOUT=10s",
+		"SCALE_INGEST_SOURCE=s3://" + bucket, "SCALE_STORAGE_ENDPOINT=http://" + s3Edge, "SCALE_STORAGE_PATH_STYLE=true",
+		"SCALE_STORAGE_REGION=" + s3.Region, "SCALE_STORAGE_ACCESS_KEY=" + s3.AccessKey, "SCALE_STORAGE_SECRET_KEY=" + s3.SecretKey,
+		"SCALE_API_ADDR=" + e.APIAddr,
 		"SCALE_EXTRACT_CONCURRENCY=" + strconv.Itoa(exp.Environment.ExtractConcurrency),
 		"SCALE_EXTRACT_ACK_WAIT=" + exp.Environment.ExtractAckWait.D().String(),
 		"SCALE_SIMILARITY_ACK_WAIT=5s",
@@ -140,7 +183,29 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 	return e, nil
 }
 
-// corpus writes the synthetic corpus (or takes the folder) and returns its root.
+// edge puts a proxy in front of a server (postgres, s3, nats-2) at
+// upstream and returns the address the services connect to: the proxy's, or
+// with hosts the server's component's address in the lab (one for all NATS
+// nodes), forwarded to the proxy.
+func (e *Env) edge(server, upstream string) (string, error) {
+	proxy, err := e.edges.add(server, upstream)
+	if err != nil || e.Lab == nil {
+		return proxy, err
+	}
+	return e.Lab.Forward(binary(server), proxy)
+}
+
+// Dial connects to an address of the environment, such as the API's: with
+// hosts, from the lab's switch.
+func (e *Env) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if e.Lab != nil {
+		return e.Lab.DialContext(ctx, network, addr)
+	}
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+// corpus writes the synthetic corpus (or takes the folder) and returns its
+// folder, which versitygw serves as a bucket of the same name.
 func (e *Env) corpus(ctx context.Context) (string, error) {
 	c := e.exp.Workload.Corpus
 	if c.Folder != "" {
@@ -154,7 +219,7 @@ func (e *Env) corpus(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(e.opts.Dir, "corpus")
+	dir := filepath.Join(e.opts.Dir, "s3", "corpus")
 	return dir, synth.WriteCorpus(ctx, st, dir, c.Synthetic.Files, c.Synthetic.Seed, *c.Synthetic.Corrupt, nil)
 }
 
@@ -188,6 +253,16 @@ func (e *Env) start(name string) error {
 			return fmt.Errorf("no binary for %s", name)
 		}
 		spec = launcher.Spec{Name: name, Binary: bin, Env: e.env, DieWithParent: true}
+		if e.Lab != nil {
+			h := e.Lab.Host(name)
+			if h == nil {
+				var err error
+				if h, err = e.Lab.AddHost(name); err != nil {
+					return err
+				}
+			}
+			spec.NetNS = h.NS()
+		}
 		e.specs[name] = spec
 	}
 	spec.LogPath = filepath.Join(e.opts.Dir, "logs", fmt.Sprintf("%s.%d.log", name, time.Now().UnixNano()))
@@ -209,8 +284,9 @@ const StateFile = "environment.json"
 
 // State is the content of StateFile.
 type State struct {
-	Processes map[string]int    `json:"processes"` // instance name (and "postgres") → PID
-	Proxies   map[string]string `json:"proxies"`   // edge → listen address
+	Processes map[string]int    `json:"processes"` // instance name (and "postgres", "s3") → PID
+	Proxies   map[string]string `json:"proxies"`   // edge (postgres, s3, nats-1, ...) → its proxy's listen address
+	Hosts     []int             `json:"hosts"`     // PIDs holding the hosts' network namespaces
 }
 
 // writeState writes StateFile; e.mu is held.
@@ -222,8 +298,14 @@ func (e *Env) writeState() error {
 	if e.PG != nil && e.PG.Pid() != 0 {
 		st.Processes["postgres"] = e.PG.Pid()
 	}
+	if e.S3 != nil {
+		st.Processes["s3"] = e.S3.Pid()
+	}
 	for name, p := range e.edges.proxies {
 		st.Proxies[name] = p.Listen
+	}
+	if e.Lab != nil {
+		st.Hosts = e.Lab.Pids()
 	}
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -269,6 +351,12 @@ func (e *Env) Stop() {
 	}
 	if e.edges != nil {
 		e.edges.close()
+	}
+	if e.Lab != nil {
+		e.Lab.Close()
+	}
+	if e.S3 != nil {
+		e.S3.Stop()
 	}
 	if e.NATS != nil {
 		e.NATS.Shutdown()
@@ -327,6 +415,8 @@ func (e *Env) inject(step experiment.Step) (heal func(context.Context) error, er
 		return e.cpuHog(step)
 	case "cpu-quota":
 		return e.cpuQuota(step, name)
+	case "network-partition":
+		return e.partition(step)
 	}
 	if strings.HasPrefix(step.Type, "network-") {
 		var heals []func(context.Context) error
@@ -392,6 +482,23 @@ func (e *Env) inject(step experiment.Step) (heal func(context.Context) error, er
 				errs = append(errs, e.NATS.Restart(i))
 			}
 			return errors.Join(errs...)
+		}, nil
+	case "worker-add":
+		for _, t := range step.Targets {
+			if err := e.start(t); err != nil {
+				return nil, err
+			}
+		}
+		return func(context.Context) error { return nil }, nil // the workers stay
+	case "s3-down":
+		e.S3.Stop()
+		return func(context.Context) error {
+			if err := e.S3.Restart(); err != nil {
+				return err
+			}
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.writeState()
 		}, nil
 	case "postgres-restart":
 		if err := e.PG.Crash(); err != nil {

@@ -15,9 +15,10 @@ import (
 )
 
 // edges are the TCP proxies (Toxiproxy, in this process) that every
-// service's connections to a component go through, so that network faults
-// can be put on them. The faults live in this process: if the runner dies,
-// the proxies die with it and the connections break; no fault is left behind.
+// service's connections to a server go through, so that network faults can
+// be put on them: one per server, named for it (postgres, s3, nats-1, ...).
+// The faults live in this process: if the runner dies, the proxies die with
+// it and the connections break; no fault is left behind.
 type edges struct {
 	server  *toxiproxy.ApiServer
 	proxies map[string]*toxiproxy.Proxy
@@ -30,27 +31,27 @@ func newEdges() *edges {
 	}
 }
 
-// add starts a proxy for the edge to a component at upstream (host:port)
-// and returns the address to connect to instead.
-func (e *edges) add(component, upstream string) (string, error) {
+// add starts a proxy on the edge to a server at upstream (host:port) and
+// returns the address to connect to instead.
+func (e *edges) add(server, upstream string) (string, error) {
 	port, err := freeport.Get()
 	if err != nil {
 		return "", err
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	p := toxiproxy.NewProxy(e.server, component, listen, upstream)
+	p := toxiproxy.NewProxy(e.server, server, listen, upstream)
 	if err := e.server.Collection.Add(p, true); err != nil {
-		return "", fmt.Errorf("proxy for %s: %w", component, err)
+		return "", fmt.Errorf("proxy for %s: %w", server, err)
 	}
-	e.proxies[component] = p
+	e.proxies[server] = p
 	return listen, nil
 }
 
-// toxic puts a fault on an edge and returns how to take it off.
-func (e *edges) toxic(component string, step experiment.Step, name string) (func(context.Context) error, error) {
-	p := e.proxies[component]
+// toxic puts a fault on the edge to a server and returns how to take it off.
+func (e *edges) toxic(server string, step experiment.Step, name string) (func(context.Context) error, error) {
+	p := e.proxies[server]
 	if p == nil {
-		return nil, fmt.Errorf("no proxy on the edge to %s", component)
+		return nil, fmt.Errorf("no proxy on the edge to %s", server)
 	}
 	var typ string
 	attrs := map[string]any{}
@@ -81,7 +82,7 @@ func (e *edges) toxic(component string, step experiment.Step, name string) (func
 			return nil, err
 		}
 		if _, err := p.Toxics.AddToxicJson(strings.NewReader(string(body))); err != nil {
-			return nil, fmt.Errorf("fault on the edge to %s: %w", component, err)
+			return nil, fmt.Errorf("fault on the edge to %s: %w", server, err)
 		}
 		added = append(added, name+"-"+stream)
 		if typ == "latency" {

@@ -264,6 +264,17 @@ func (l *Lab) Host(name string) *Host {
 	return l.hosts[name]
 }
 
+// Hosts are the lab's hosts.
+func (l *Lab) Hosts() []*Host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*Host, 0, len(l.hosts))
+	for _, h := range l.hosts {
+		out = append(out, h)
+	}
+	return out
+}
+
 // Addr is the lab address of a host or of a component the runner forwards
 // to, by name.
 func (l *Lab) Addr(name string) (netip.Addr, bool) {

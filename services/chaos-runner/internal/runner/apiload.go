@@ -101,7 +101,9 @@ func startAPILoad(ctx context.Context, env *local.Env, load experiment.APILoad, 
 		}
 		return nil
 	}
-	l := &apiLoad{attacker: vegeta.NewAttacker(vegeta.Timeout(5*time.Second), vegeta.KeepAlive(true)), done: make(chan struct{})}
+	client := envClient(env, 5*time.Second)
+	client.Transport.(*http.Transport).MaxIdleConnsPerHost = vegeta.DefaultConnections
+	l := &apiLoad{attacker: vegeta.NewAttacker(vegeta.Client(client)), done: make(chan struct{})}
 	results := l.attacker.Attack(targeter, vegeta.Rate{Freq: load.Rate, Per: time.Second}, 0, "api")
 	go func() {
 		t := time.NewTicker(2 * time.Second)
@@ -167,10 +169,17 @@ func (l *apiLoad) stop() {
 	close(l.done)
 }
 
+// envClient is an HTTP client that reaches the environment's services
+// (with hosts, from the lab's switch).
+func envClient(env *local.Env, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: env.Dial}}
+}
+
 // apiReady reports whether the API answers /readyz.
-func apiReady(addr string) bool {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get("http://" + addr + "/readyz")
+func apiReady(env *local.Env) bool {
+	c := envClient(env, time.Second)
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://" + env.APIAddr + "/readyz")
 	if err != nil {
 		return false
 	}

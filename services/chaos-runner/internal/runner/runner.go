@@ -100,7 +100,7 @@ func (r *run) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		_, info, err := transport.Settled(ctx, r.env.Conn.JS, events.StreamDiscovered, events.ConsumerExtract)
-		if err == nil && info != nil && apiReady(r.env.APIAddr) {
+		if err == nil && info != nil && apiReady(r.env) {
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -49,6 +49,13 @@ func TestMain(m *testing.M) {
 // journal; the run's logs are shown if the test fails.
 func runFile(t *testing.T, doc []byte) *Journal {
 	t.Helper()
+	j, _ := runFileIn(t, doc)
+	return j
+}
+
+// runFileIn is runFile that also returns the run's work folder.
+func runFileIn(t *testing.T, doc []byte) (*Journal, string) {
+	t.Helper()
 	testenv.SharedCorpus(t) // the synthetic corpus follows its statistics
 	exp, err := experiment.Parse(doc)
 	if err != nil {
@@ -74,7 +81,7 @@ func runFile(t *testing.T, doc []byte) *Journal {
 		}
 	})
 	t.Log(j.Summary())
-	return j
+	return j, dir
 }
 
 // checkExact fails the test unless every file was accounted for exactly once
@@ -281,10 +288,15 @@ func TestPostgresLatencyBreachIsReported(t *testing.T) {
 
 const longFaults = `name: runner-killed
 seed: 1
-environment: {type: local, extractWorkers: 2}
+environment: {type: local, extractWorkers: 2, network: hosts}
 workload:
   corpus: {synthetic: {files: 3000, seed: 8}}
 method:
+  - type: network-partition
+    target: {component: similarity}
+    from: [nats]
+    at: 1s
+    duration: 10m
   - type: process-pause
     target: {component: extract, mode: all}
     at: 1s
@@ -296,11 +308,12 @@ method:
     latency: 500ms
 `
 
-// TestRunnerKilledLeavesNothing SIGKILLs the chaos runner while a pause and
-// a latency fault are on: checked from outside, every process of its
-// environment (Postgres included) is gone within seconds, and the proxy
-// that carried the latency no longer listens. Nothing stays paused, slowed
-// or running.
+// TestRunnerKilledLeavesNothing SIGKILLs the chaos runner while a partition,
+// a pause and a latency fault are on, with the pipeline on hosts: checked
+// from outside, every process of its environment (Postgres and S3 included)
+// and every holder of a host's namespace is gone within seconds, and the
+// proxy that carried the latency no longer listens. Nothing stays paused,
+// slowed, cut off or running.
 func TestRunnerKilledLeavesNothing(t *testing.T) {
 	testenv.SharedCorpus(t)
 	dir := t.TempDir()
@@ -323,7 +336,7 @@ func TestRunnerKilledLeavesNothing(t *testing.T) {
 	})
 	testenv.Poll(t, "both faults injected", 3*time.Minute, func() (bool, int) {
 		n := strings.Count(runner.Log(), `"msg":"fault injected"`)
-		return n == 2, n
+		return n == 3, n
 	})
 	data, err := os.ReadFile(filepath.Join(dir, "work", local.StateFile))
 	if err != nil {
@@ -333,8 +346,8 @@ func TestRunnerKilledLeavesNothing(t *testing.T) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Processes["postgres"] == 0 || st.Processes["extract-1"] == 0 || st.Proxies["postgres"] == "" {
-		t.Fatalf("environment %+v: want Postgres, the workers and the Postgres proxy", st)
+	if st.Processes["postgres"] == 0 || st.Processes["s3"] == 0 || st.Processes["extract-1"] == 0 || st.Proxies["postgres"] == "" || len(st.Hosts) < 5 {
+		t.Fatalf("environment %+v: want Postgres, S3, the workers, the Postgres proxy and the hosts", st)
 	}
 	// A stop takes effect when the process's threads next run: on a busy
 	// machine that can take a moment.
@@ -353,6 +366,13 @@ func TestRunnerKilledLeavesNothing(t *testing.T) {
 		for name, pid := range st.Processes {
 			if s := procState(pid); s != "" && s != "Z" {
 				alive[name] = s
+			}
+		}
+		// A host's namespace, with its address and its nftables cut, lives
+		// as long as a process in it: its holder, or what runs on it.
+		for i, pid := range st.Hosts {
+			if s := procState(pid); s != "" && s != "Z" {
+				alive[fmt.Sprint("host-", i)] = s
 			}
 		}
 		return len(alive) == 0, alive
@@ -377,4 +397,157 @@ func procState(pid int) string {
 		return ""
 	}
 	return fields[0]
+}
+
+// finishedBetween is how many files the samples saw finish from t = from to
+// t = to (seconds from the workload's start).
+func finishedBetween(j *Journal, from, to float64) int {
+	at := func(t float64) int {
+		n := 0
+		for _, s := range j.Samples {
+			if s.T <= t {
+				n = s.Finished
+			}
+		}
+		return n
+	}
+	return at(to) - at(from)
+}
+
+// checkHealed fails the test unless the run passed with one fault, injected
+// and healed, and returns it.
+func checkHealed(t *testing.T, j *Journal) FaultRecord {
+	t.Helper()
+	if j.ExitCode != ExitPassed {
+		t.Errorf("exit %d (%s), want 0: %v", j.ExitCode, j.Verdict, j.Reasons)
+	}
+	if len(j.Faults) != 1 || j.Faults[0].Healed == nil || j.Faults[0].Error != "" {
+		t.Fatalf("faults %+v: want one, injected and healed", j.Faults)
+	}
+	return j.Faults[0]
+}
+
+const workersPartitioned = `name: workers-partitioned
+seed: 1
+environment: {type: local, extractWorkers: 2, extractConcurrency: 1, network: hosts}
+workload:
+  corpus: {synthetic: {files: 6000, seed: 11}}
+method:
+  - type: network-partition
+    target: {component: extract, mode: all}
+    from: [nats, postgres, s3]
+    at: 1s
+    duration: 6s
+`
+
+// TestWorkersPartitioned cuts every extract worker's host off from NATS,
+// Postgres and S3 for 6 s, with the pipeline on hosts. The cut is real (not
+// one file finishes while it holds, though the workers keep running), the
+// kernel ends it, and afterwards every file is accounted for exactly once.
+func TestWorkersPartitioned(t *testing.T) {
+	j := runFile(t, []byte(workersPartitioned))
+	f := checkHealed(t, j)
+	if got := strings.Join(f.Step.Targets, ","); got != "extract-1,extract-2" {
+		t.Errorf("cut %s, want both workers", got)
+	}
+	if n := finishedBetween(j, f.Injected+1, *f.Healed-0.5); n != 0 {
+		t.Errorf("%d files finished while every worker was cut off", n)
+	}
+	if f.Recovery == nil {
+		t.Error("no recovery after the partition")
+	}
+	checkExact(t, j)
+}
+
+const s3Down = `name: s3-down
+seed: 1
+environment: {type: local, extractWorkers: 2, extractConcurrency: 1}
+workload:
+  corpus: {synthetic: {files: 10000, seed: 12, corrupt: 0}}
+method:
+  - type: s3-down
+    target: {component: s3}
+    at: 1s
+    duration: 4s
+`
+
+// TestS3Down kills versitygw for 4 s and starts it again, while ingest is
+// still listing the bucket and the workers reading it. The listing resumes
+// where it broke off, and with no corrupt file in the corpus a single
+// failure row would be a file failed because S3 was away instead of retried.
+func TestS3Down(t *testing.T) {
+	j, dir := runFileIn(t, []byte(s3Down))
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "ingest.*.log"))
+	resumed := false
+	for _, l := range logs {
+		data, _ := os.ReadFile(l)
+		resumed = resumed || strings.Contains(string(data), "listing failed; resuming")
+	}
+	if !resumed {
+		t.Error("ingest's log shows no listing resumed: S3 went down after the listing, and the test tried nothing")
+	}
+	f := checkHealed(t, j)
+	if f.Recovery == nil {
+		t.Error("no recovery after S3 came back")
+	}
+	checkExact(t, j)
+	if j.Accounting != nil && j.Accounting.Failures != 0 {
+		t.Errorf("%d failure rows from a corpus with no bad file", j.Accounting.Failures)
+	}
+}
+
+const natsEdgeLatency = `name: nats-edge-latency
+seed: 1
+environment: {type: local, extractWorkers: 2, natsNodes: 3}
+workload:
+  corpus: {synthetic: {files: 6000, seed: 13}}
+method:
+  - type: network-latency
+    target: {component: nats, mode: all}
+    at: 1s
+    duration: 5s
+    latency: 300ms
+`
+
+// TestNATSEdgeLatency puts 300 ms on the services' edges to all three NATS
+// nodes: the services reach NATS only through them (they do not reconnect to
+// the nodes' own addresses), so throughput falls while it lasts, and
+// nothing is lost.
+func TestNATSEdgeLatency(t *testing.T) {
+	j := runFile(t, []byte(natsEdgeLatency))
+	f := checkHealed(t, j)
+	if got := strings.Join(f.Step.Targets, ","); got != "nats-1,nats-2,nats-3" {
+		t.Errorf("latency on %s, want every node's edge", got)
+	}
+	before := float64(finishedBetween(j, 0, f.Injected)) / f.Injected
+	during := float64(finishedBetween(j, f.Injected+1, *f.Healed)) / (*f.Healed - f.Injected - 1)
+	if during > before/2 {
+		t.Errorf("%.0f files/s with 300 ms on every NATS edge, %.0f before: the latency did not reach the services", during, before)
+	}
+	checkExact(t, j)
+}
+
+const workerAdded = `name: worker-added
+seed: 1
+environment: {type: local, extractWorkers: 1, extractConcurrency: 1}
+workload:
+  corpus: {synthetic: {files: 6000, seed: 14}}
+method:
+  - type: worker-add
+    target: {component: extract}
+    at: 1s
+    workers: 2
+`
+
+// TestWorkerAdded adds two extract workers under load: they join the
+// durable consumer and the run ends with every file counted once.
+func TestWorkerAdded(t *testing.T) {
+	j := runFile(t, []byte(workerAdded))
+	if j.ExitCode != ExitPassed {
+		t.Errorf("exit %d (%s), want 0: %v", j.ExitCode, j.Verdict, j.Reasons)
+	}
+	if len(j.Faults) != 1 || strings.Join(j.Faults[0].Step.Targets, ",") != "extract-2,extract-3" || j.Faults[0].Error != "" {
+		t.Fatalf("faults %+v: want extract-2 and extract-3 added", j.Faults)
+	}
+	checkExact(t, j)
 }
