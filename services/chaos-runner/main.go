@@ -4,6 +4,7 @@
 //
 //	chaos-runner validate FILE...      check experiment files (line-numbered errors)
 //	chaos-runner run [flags] FILE      run an experiment (--dry-run prints the plan)
+//	chaos-runner stop DIR              stop the run working in DIR, healing every fault
 //	chaos-runner report JOURNAL [HTML] write a journal's self-contained HTML report
 //	chaos-runner schema                print the experiment files' JSON Schema
 //
@@ -21,9 +22,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
 )
 
@@ -31,6 +34,7 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
 
   chaos-runner validate FILE...   check experiment files; errors name the line
   chaos-runner run [flags] FILE   run an experiment on this machine (environment: local)
+  chaos-runner stop DIR           stop the run whose --dir is DIR, as SIGINT does: every fault healed, exit 2
   chaos-runner report JOURNAL [HTML]  write the HTML report of a journal (default: beside it, report.html)
   chaos-runner schema             print the JSON Schema of experiment files
 
@@ -77,6 +81,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	case "run":
 		return runExperiment(ctx, args[1:], stdout, stderr)
+	case "stop":
+		if len(args) != 2 {
+			fmt.Fprint(stderr, usage)
+			return runner.ExitError
+		}
+		if err := local.StopRunner(args[1], 2*time.Minute); err != nil {
+			fmt.Fprintln(stderr, "chaos-runner:", err)
+			return runner.ExitError
+		}
+		fmt.Fprintln(stdout, "stopped; every fault healed")
+		return 0
 	case "report":
 		if len(args) < 2 || len(args) > 3 {
 			fmt.Fprint(stderr, usage)
@@ -137,6 +152,7 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *journalPath == "" {
 		*journalPath = filepath.Join(*dir, "journal.json")
 	}
+	log.Info("work folder (chaos-runner stop DIR ends the run)", "dir", *dir)
 	bins, err := binaries(*binDir, filepath.Join(*dir, "bin"))
 	if err != nil {
 		fmt.Fprintln(stderr, "chaos-runner:", err)

@@ -111,7 +111,12 @@ type Fault struct {
 	Workers  int      `json:"workers,omitempty"`  // cpu-hog: busy processes; worker-add: extract processes added (default 1)
 	CPUs     float64  `json:"cpus,omitempty"`     // cpu-quota: the CPU time the targets may use, in CPUs
 	From     []string `json:"from,omitempty"`     // network-partition: the components cut off (default: all others)
-	Repeat   *Repeat  `json:"repeat,omitempty"`
+	// Queue faults: the consumer's ack wait and ack-pending limit while the
+	// fault lasts, and the stream a stream fault acts on.
+	AckWait       Duration `json:"ackWait,omitempty"`       // queue-redelivery
+	MaxAckPending int      `json:"maxAckPending,omitempty"` // queue-saturation
+	Stream        string   `json:"stream,omitempty"`        // queue-stepdown, queue-reject: discovered (default) or outcomes
+	Repeat        *Repeat  `json:"repeat,omitempty"`
 }
 
 // Target selects instances of a component.
@@ -160,6 +165,9 @@ var faultDurations = map[string]string{
 	"network-reset":     "how long connections are reset",
 	"network-blackhole": "how long data is dropped",
 	"network-partition": "how long the hosts stay cut apart",
+	"queue-redelivery":  "how long the consumer's ack wait stays cut",
+	"queue-saturation":  "how long the consumer's ack-pending limit stays cut",
+	"queue-reject":      "how long the stream refuses messages",
 	"s3-down":           "how long the S3 server stays down",
 	"cpu-hog":           "how long the burners run",
 	"cpu-quota":         "how long the quota holds",
@@ -289,6 +297,9 @@ func (e *Experiment) defaults() {
 		if e.Method[i].Target.Mode == "" {
 			e.Method[i].Target.Mode = "one"
 		}
+		if (e.Method[i].Type == "queue-stepdown" || e.Method[i].Type == "queue-reject") && e.Method[i].Stream == "" {
+			e.Method[i].Stream = "discovered"
+		}
 		if (e.Method[i].Type == "cpu-hog" || e.Method[i].Type == "worker-add") && e.Method[i].Workers == 0 {
 			e.Method[i].Workers = 1
 		}
@@ -324,15 +335,31 @@ func (e Experiment) check(lines map[string]int) Errors {
 		}
 		partition := f.Type == "network-partition"
 		edge := strings.HasPrefix(f.Type, "network-") && !partition
-		want := map[string]string{"nats-node-kill": "nats", "postgres-restart": "postgres", "s3-down": "s3", "worker-add": "extract"}[f.Type]
+		want := map[string]string{"nats-node-kill": "nats", "postgres-restart": "postgres", "s3-down": "s3", "worker-add": "extract",
+			"queue-stepdown": "nats", "queue-reject": "nats"}[f.Type]
+		consumerFault := f.Type == "queue-redelivery" || f.Type == "queue-saturation"
 		switch {
 		case edge && !NetworkEdges[c]:
 			add(p+"/target/component", "network faults go on the edges to %v, not to %s", keys(NetworkEdges), c)
 		case edge:
 		case want != "" && c != want:
 			add(p+"/target/component", "a %s fault targets %s, not %s", f.Type, want, c)
+		case consumerFault && c != "extract" && c != "similarity":
+			add(p+"/target/component", "a %s fault targets a consumer: extract or similarity, not %s", f.Type, c)
 		case want == "" && !pipelineProcess(c):
 			add(p+"/target/component", "%s is not a process of the pipeline; use a %s fault", c, map[string]string{"nats": "nats-node-kill", "postgres": "postgres-restart", "s3": "s3-down"}[c])
+		}
+		if f.Type == "queue-redelivery" && f.AckWait <= 0 {
+			add(p, "a queue-redelivery fault needs an ackWait (shorter than the work takes)")
+		}
+		if f.Type == "queue-saturation" && f.MaxAckPending <= 0 {
+			add(p, "a queue-saturation fault needs a maxAckPending")
+		}
+		if f.Stream != "" && want != "nats" {
+			add(p+"/stream", "only queue-stepdown and queue-reject act on a stream")
+		}
+		if f.Type == "queue-stepdown" && e.Environment.NATSNodes < 3 {
+			add(p, "a stream leader can only step down in a cluster (environment.natsNodes: 3)")
 		}
 		if partition && e.Environment.Network != Hosts {
 			add(p, "a network-partition needs the pipeline on hosts (environment.network: hosts)")

@@ -59,17 +59,19 @@ func (t Threshold) Holds(v float64) bool {
 
 // Step is one injection of the resolved plan.
 type Step struct {
-	Fault    string   `json:"fault"` // the fault's name
-	Type     string   `json:"type"`
-	Targets  []string `json:"targets"` // instance names: extract-2, nats-1, postgres; "leader" is resolved when injected
-	At       Duration `json:"at"`      // from the start of the workload
-	Duration Duration `json:"duration"`
-	Latency  Duration `json:"latency,omitempty"`
-	Jitter   Duration `json:"jitter,omitempty"`
-	Rate     int      `json:"rate,omitempty"`
-	Workers  int      `json:"workers,omitempty"`
-	CPUs     float64  `json:"cpus,omitempty"`
-	From     []string `json:"from,omitempty"`
+	Fault         string   `json:"fault"` // the fault's name
+	Type          string   `json:"type"`
+	Targets       []string `json:"targets"` // instance names: extract-2, nats-1, postgres; "leader" is resolved when injected
+	At            Duration `json:"at"`      // from the start of the workload
+	Duration      Duration `json:"duration"`
+	Latency       Duration `json:"latency,omitempty"`
+	Jitter        Duration `json:"jitter,omitempty"`
+	Rate          int      `json:"rate,omitempty"`
+	Workers       int      `json:"workers,omitempty"`
+	CPUs          float64  `json:"cpus,omitempty"`
+	From          []string `json:"from,omitempty"`
+	AckWait       Duration `json:"ackWait,omitempty"`
+	MaxAckPending int      `json:"maxAckPending,omitempty"`
 }
 
 // Plan is every injection of an experiment, in time order.
@@ -105,6 +107,12 @@ func (e Experiment) Resolve() Plan {
 		instances := e.Instances(f.Target.Component)
 		for k := range count {
 			targets := pick(r, instances, f.Target)
+			switch f.Type {
+			case "queue-redelivery", "queue-saturation": // the component's consumer
+				targets = []string{f.Target.Component}
+			case "queue-stepdown", "queue-reject":
+				targets = []string{f.Stream}
+			}
 			if f.Type == "worker-add" {
 				targets = nil
 				for range f.Workers {
@@ -116,6 +124,7 @@ func (e Experiment) Resolve() Plan {
 				Fault: f.Name, Type: f.Type, Targets: targets,
 				At: Duration(f.At.D() + time.Duration(k)*every), Duration: f.Duration,
 				Latency: f.Latency, Jitter: f.Jitter, Rate: f.Rate, Workers: f.Workers, CPUs: f.CPUs, From: f.From,
+				AckWait: f.AckWait, MaxAckPending: f.MaxAckPending,
 			})
 		}
 	}

@@ -284,6 +284,8 @@ const StateFile = "environment.json"
 
 // State is the content of StateFile.
 type State struct {
+	Runner      int    `json:"runner"`       // the chaos runner's PID
+	RunnerStart uint64 `json:"runner_start"` // and its start time (clock ticks since boot), which tells it from a later process given the same PID
 	Processes map[string]int    `json:"processes"` // instance name (and "postgres", "s3") → PID
 	Proxies   map[string]string `json:"proxies"`   // edge (postgres, s3, nats-1, ...) → its proxy's listen address
 	Hosts     []int             `json:"hosts"`     // PIDs holding the hosts' network namespaces
@@ -291,7 +293,8 @@ type State struct {
 
 // writeState writes StateFile; e.mu is held.
 func (e *Env) writeState() error {
-	st := State{Processes: map[string]int{}, Proxies: map[string]string{}}
+	st := State{Runner: os.Getpid(), Processes: map[string]int{}, Proxies: map[string]string{}}
+	st.RunnerStart, _ = processStart(st.Runner)
 	for name, p := range e.procs {
 		st.Processes[name] = p.Pid()
 	}
@@ -380,7 +383,7 @@ func (e *Env) Inject(ctx context.Context, step experiment.Step) (heal func(conte
 		}
 		step.Targets = []string{leader}
 	}
-	heal, err = e.inject(step)
+	heal, err = e.inject(ctx, step)
 	return heal, step.Targets, err
 }
 
@@ -405,7 +408,7 @@ func (e *Env) streamLeader(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("the stream leader %q is none of the nodes", info.Cluster.Leader)
 }
 
-func (e *Env) inject(step experiment.Step) (heal func(context.Context) error, err error) {
+func (e *Env) inject(ctx context.Context, step experiment.Step) (heal func(context.Context) error, err error) {
 	e.mu.Lock()
 	e.nth++
 	name := fmt.Sprintf("fault-%d", e.nth)
@@ -417,6 +420,9 @@ func (e *Env) inject(step experiment.Step) (heal func(context.Context) error, er
 		return e.cpuQuota(step, name)
 	case "network-partition":
 		return e.partition(step)
+	}
+	if strings.HasPrefix(step.Type, "queue-") {
+		return e.queueFault(ctx, step)
 	}
 	if strings.HasPrefix(step.Type, "network-") {
 		var heals []func(context.Context) error

@@ -3,12 +3,15 @@ package runner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +56,8 @@ func runFile(t *testing.T, doc []byte) *Journal {
 	return j
 }
 
-// runFileIn is runFile that also returns the run's work folder.
+// runFileIn is runFile that also returns the run's work folder, where the
+// runner's own log is runner.log.
 func runFileIn(t *testing.T, doc []byte) (*Journal, string) {
 	t.Helper()
 	testenv.SharedCorpus(t) // the synthetic corpus follows its statistics
@@ -67,6 +71,9 @@ func runFileIn(t *testing.T, doc []byte) (*Journal, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	j := Run(ctx, exp, Options{Dir: dir, Bins: bins, Log: log})
+	if err := os.WriteFile(filepath.Join(dir, "runner.log"), []byte(logs.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("runner log:\n%s\nsummary:\n%s", logs.String(), j.Summary())
@@ -315,6 +322,50 @@ method:
 // proxy that carried the latency no longer listens. Nothing stays paused,
 // slowed, cut off or running.
 func TestRunnerKilledLeavesNothing(t *testing.T) {
+	runner, _, st := startLongFaults(t)
+	runner.Kill()
+	checkAllGone(t, st)
+}
+
+// TestStopHealsEverything: chaos-runner stop DIR, given the work folder of a
+// run holding the same three faults, ends it as SIGINT does: every fault
+// healed and recorded so in the journal, exit 2, nothing left running.
+func TestStopHealsEverything(t *testing.T) {
+	runner, dir, st := startLongFaults(t)
+	stop, err := launcher.Start(launcher.Spec{Name: "chaos-runner-stop", Binary: bins["chaos-runner"],
+		LogPath: filepath.Join(dir, "stop.log"), Args: []string{"stop", filepath.Join(dir, "work")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stop.Wait(); err != nil {
+		t.Fatalf("chaos-runner stop: %v\n%s", err, stop.Log())
+	}
+	var exit *exec.ExitError
+	if err := runner.Wait(); !errors.As(err, &exit) || exit.ExitCode() != ExitAborted {
+		t.Errorf("the stopped runner ended with %v, want exit %d", err, ExitAborted)
+	}
+	j, err := ReadJournal(filepath.Join(dir, "work", "journal.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Faults) != 3 {
+		t.Fatalf("journal has %d faults, want 3", len(j.Faults))
+	}
+	for _, f := range j.Faults {
+		if f.Healed == nil || f.Error != "" {
+			t.Errorf("fault %s on %v: healed %v, error %q", f.Step.Type, f.Step.Targets, f.Healed, f.Error)
+		}
+	}
+	checkAllGone(t, st)
+	if err := local.StopRunner(filepath.Join(dir, "work"), time.Second); err == nil {
+		t.Error("stopping a runner that has exited succeeded")
+	}
+}
+
+// startLongFaults starts the chaos runner on longFaults and returns it once
+// all three faults are on, with its test folder and its environment.
+func startLongFaults(t *testing.T) (*launcher.Process, string, local.State) {
+	t.Helper()
 	testenv.SharedCorpus(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "experiment.yaml")
@@ -334,7 +385,7 @@ func TestRunnerKilledLeavesNothing(t *testing.T) {
 			t.Logf("runner log:\n%s", runner.Log())
 		}
 	})
-	testenv.Poll(t, "both faults injected", 3*time.Minute, func() (bool, int) {
+	testenv.Poll(t, "all three faults injected", 3*time.Minute, func() (bool, int) {
 		n := strings.Count(runner.Log(), `"msg":"fault injected"`)
 		return n == 3, n
 	})
@@ -360,7 +411,14 @@ func TestRunnerKilledLeavesNothing(t *testing.T) {
 		}
 		return states["extract-1"] == "T" && states["extract-2"] == "T", states
 	})
-	runner.Kill()
+	return runner, dir, st
+}
+
+// checkAllGone fails the test unless, within 30 s, every process of the
+// environment and every host's namespace holder has exited and the Postgres
+// proxy no longer listens.
+func checkAllGone(t *testing.T, st local.State) {
+	t.Helper()
 	testenv.Poll(t, "every process of the environment to be gone", 30*time.Second, func() (bool, map[string]string) {
 		alive := map[string]string{}
 		for name, pid := range st.Processes {
@@ -386,14 +444,8 @@ func TestRunnerKilledLeavesNothing(t *testing.T) {
 // procState is a process's state letter from /proc (R, S, T for stopped,
 // Z for a zombie), or "" when there is no such process.
 func procState(pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fields, err := local.ProcStat(pid)
 	if err != nil {
-		return ""
-	}
-	// pid (comm) state ...: comm may hold spaces, so read after the last ')'.
-	rest := string(data[strings.LastIndexByte(string(data), ')')+1:])
-	fields := strings.Fields(rest)
-	if len(fields) == 0 {
 		return ""
 	}
 	return fields[0]
@@ -548,6 +600,44 @@ func TestWorkerAdded(t *testing.T) {
 	}
 	if len(j.Faults) != 1 || strings.Join(j.Faults[0].Step.Targets, ",") != "extract-2,extract-3" || j.Faults[0].Error != "" {
 		t.Fatalf("faults %+v: want extract-2 and extract-3 added", j.Faults)
+	}
+	checkExact(t, j)
+}
+
+// TestShippedQueueFaults runs experiments/queue-faults.yaml: publish
+// rejections on both streams, a stream leader step-down, forced redelivery
+// (the consumer's ack wait cut below the work's time) and ack-pending
+// saturation, one after another, against three NATS nodes. Every fault takes
+// effect, and not one file is lost or counted twice.
+func TestShippedQueueFaults(t *testing.T) {
+	doc, err := os.ReadFile("../../../../experiments/queue-faults.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, dir := runFileIn(t, doc)
+	if j.ExitCode != ExitPassed {
+		t.Errorf("exit %d (%s), want 0: %v", j.ExitCode, j.Verdict, j.Reasons)
+	}
+	if len(j.Faults) != 5 {
+		t.Fatalf("%d faults, want 5", len(j.Faults))
+	}
+	for _, f := range j.Faults {
+		if f.Healed == nil || f.Error != "" {
+			t.Errorf("%s on %v: healed %v, error %q", f.Step.Type, f.Step.Targets, f.Healed, f.Error)
+		}
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "ingest.*.log"))
+	retried := false
+	for _, l := range logs {
+		data, _ := os.ReadFile(l)
+		retried = retried || strings.Contains(string(data), "recording or publishing a batch failed; retrying")
+	}
+	if !retried {
+		t.Error("ingest never had a publish refused: the rejection of the work queue came after ingest had finished")
+	}
+	runnerLog, _ := os.ReadFile(filepath.Join(dir, "runner.log"))
+	if !regexp.MustCompile(`msg="consumer restored" consumer=extract ack_pending=\d+ redeliveries=[1-9]`).Match(runnerLog) {
+		t.Error("no message was delivered again while the ack wait was cut: the forced redelivery did not take")
 	}
 	checkExact(t, j)
 }
