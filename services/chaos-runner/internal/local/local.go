@@ -284,11 +284,11 @@ const StateFile = "environment.json"
 
 // State is the content of StateFile.
 type State struct {
-	Runner      int    `json:"runner"`       // the chaos runner's PID
-	RunnerStart uint64 `json:"runner_start"` // and its start time (clock ticks since boot), which tells it from a later process given the same PID
-	Processes map[string]int    `json:"processes"` // instance name (and "postgres", "s3") → PID
-	Proxies   map[string]string `json:"proxies"`   // edge (postgres, s3, nats-1, ...) → its proxy's listen address
-	Hosts     []int             `json:"hosts"`     // PIDs holding the hosts' network namespaces
+	Runner      int               `json:"runner"`       // the chaos runner's PID
+	RunnerStart uint64            `json:"runner_start"` // and its start time (clock ticks since boot), which tells it from a later process given the same PID
+	Processes   map[string]int    `json:"processes"`    // instance name (and "postgres", "s3") → PID
+	Proxies     map[string]string `json:"proxies"`      // edge (postgres, s3, nats-1, ...) → its proxy's listen address
+	Hosts       []int             `json:"hosts"`        // PIDs holding the hosts' network namespaces
 }
 
 // writeState writes StateFile; e.mu is held.

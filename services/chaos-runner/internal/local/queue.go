@@ -74,7 +74,7 @@ func (e *Env) queueFault(ctx context.Context, step experiment.Step) (func(contex
 			return nil, fmt.Errorf("stepping down the leader of %s: %w", stream, err)
 		}
 		var answer struct {
-			Success bool               `json:"success"`
+			Success bool                `json:"success"`
 			Error   *jetstream.APIError `json:"error"`
 		}
 		if err := json.Unmarshal(resp.Data, &answer); err != nil {
