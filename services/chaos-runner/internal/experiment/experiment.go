@@ -68,10 +68,31 @@ type Workload struct {
 	API    *APILoad `json:"api,omitempty"`
 }
 
-// Corpus is a synthetic corpus or a folder.
+// Corpus is a synthetic corpus, a folder, or a prefix of an S3 bucket that
+// exists already.
 type Corpus struct {
 	Synthetic *Synthetic `json:"synthetic,omitempty"`
 	Folder    string     `json:"folder,omitempty"`
+	S3        *S3Prefix  `json:"s3,omitempty"`
+}
+
+// S3Prefix is a workload already in an S3-compatible store. Its credentials
+// are not in the file: the runner and the services it starts take them from
+// SCALE_STORAGE_ACCESS_KEY and SCALE_STORAGE_SECRET_KEY (or, unset, the AWS
+// default chain).
+type S3Prefix struct {
+	URL       string `json:"url"`                // s3://bucket/prefix
+	Endpoint  string `json:"endpoint,omitempty"` // empty: AWS S3
+	Region    string `json:"region,omitempty"`
+	PathStyle bool   `json:"pathStyle,omitempty"`
+}
+
+// ProxiedS3 reports whether the services' connections to S3 go through a
+// proxy the runner controls (so that network faults can go on them): the
+// run's own versitygw, or a plain-HTTP endpoint. An HTTPS endpoint is reached
+// directly, since a TCP proxy in front of it would fail its certificate.
+func (c Corpus) ProxiedS3() bool {
+	return c.S3 == nil || strings.HasPrefix(c.S3.Endpoint, "http://")
 }
 
 // Synthetic is a seeded synthetic corpus (make corpus).
@@ -360,6 +381,12 @@ func (e Experiment) check(lines map[string]int) Errors {
 		}
 		if f.Type == "queue-stepdown" && e.Environment.NATSNodes < 3 {
 			add(p, "a stream leader can only step down in a cluster (environment.natsNodes: 3)")
+		}
+		if f.Type == "s3-down" && e.Workload.Corpus.S3 != nil {
+			add(p, "s3-down stops the run's own S3 server; this workload's bucket is somebody else's")
+		}
+		if c == "s3" && edge && !e.Workload.Corpus.ProxiedS3() {
+			add(p, "the edge to an HTTPS S3 endpoint is not proxied, so no network fault can go on it")
 		}
 		if partition && e.Environment.Network != Hosts {
 			add(p, "a network-partition needs the pipeline on hosts (environment.network: hosts)")

@@ -63,6 +63,10 @@ func TestBadFilesGetClearErrors(t *testing.T) {
 		{"fixed beyond the instances", "mode: one}", "mode: fixed, value: 9}", []string{"/method/0/target/value", "has 4"}},
 		{"api SLO without API load", "metric: throughput", "metric: api_p99", []string{"/slos/0/metric", "needs API load"}},
 		{"not YAML", "seed: 7", "seed: [7", []string{"/"}},
+		{"partition without hosts", "type: process-kill", "type: network-partition\n    duration: 2s", []string{"/method/0", "environment.network: hosts"}},
+		{"queue redelivery without an ack wait", "type: process-kill", "type: queue-redelivery\n    duration: 2s", []string{"/method/0", "needs an ackWait"}},
+		{"queue saturation on nats", "type: nats-node-kill", "type: queue-saturation\n    maxAckPending: 1", []string{"/method/1/target/component", "extract or similarity"}},
+		{"stream on a consumer fault", "type: process-kill", "type: queue-saturation\n    maxAckPending: 1\n    stream: outcomes\n    duration: 1s", []string{"/method/0/stream"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !strings.Contains(good, tc.from) {
@@ -78,6 +82,35 @@ func TestBadFilesGetClearErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFaultsOnSomebodyElsesBucket: with an S3 prefix as the workload, the
+// runner cannot take the server down, nor put a fault on an HTTPS edge.
+func TestFaultsOnSomebodyElsesBucket(t *testing.T) {
+	const doc = `name: theirs
+environment: {type: local}
+workload:
+  corpus: {s3: {url: "s3://music/lakh/", endpoint: "https://s3.example.com"}}
+method:
+  - type: s3-down
+    target: {component: s3}
+    at: 1s
+    duration: 1s
+  - type: network-latency
+    target: {component: s3}
+    at: 1s
+    duration: 1s
+    latency: 10ms
+`
+	_, err := Parse([]byte(doc))
+	for _, w := range []string{"line 6: /method/0: s3-down stops the run's own S3 server", "line 10: /method/1: the edge to an HTTPS S3 endpoint"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error %v does not say %q", err, w)
+		}
+	}
+	if _, err := Parse([]byte(strings.Replace(doc, "https://s3.example.com", "http://127.0.0.1:9000", 1))); err == nil || strings.Contains(err.Error(), "HTTPS") {
+		t.Errorf("a plain-HTTP endpoint's edge is proxied: %v", err)
 	}
 }
 

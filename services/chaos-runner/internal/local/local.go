@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -87,20 +88,8 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
-	bucketDir, err := e.corpus(ctx)
+	s3, source, err := e.workload(ctx)
 	if err != nil {
-		return nil, err
-	}
-	rels, err := corpus.Files(bucketDir)
-	if err != nil {
-		return nil, err
-	}
-	bucket := filepath.Base(bucketDir)
-	for _, rel := range rels {
-		e.Files = append(e.Files, objstore.S3URL(bucket, rel))
-	}
-	o.Log.Info("corpus ready", "bucket", bucket, "folder", bucketDir, "files", len(e.Files))
-	if e.S3, err = versitygw.Start(filepath.Dir(bucketDir), filepath.Join(o.Dir, "logs", "versitygw.log"), versitygw.Options{DieWithParent: true}); err != nil {
 		return nil, err
 	}
 
@@ -145,9 +134,16 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 		}
 		natsURLs = append(natsURLs, "nats://"+a)
 	}
-	s3Edge, err := e.edge("s3", e.S3.Addr)
-	if err != nil {
-		return nil, err
+	if exp.Workload.Corpus.ProxiedS3() {
+		u, err := url.Parse(s3.Endpoint)
+		if err != nil {
+			return nil, err
+		}
+		edge, err := e.edge("s3", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		s3.Endpoint = "http://" + edge
 	}
 	if e.Lab != nil {
 		api, err := e.Lab.AddHost("api")
@@ -162,13 +158,12 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 		}
 		e.APIAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	}
-	s3 := e.S3.Config
 	e.env = []string{
 		"SCALE_NATS_URL=" + strings.Join(natsURLs, ","), "SCALE_NATS_DISCOVER=false",
 		"SCALE_NATS_REPLICAS=" + strconv.Itoa(n), "SCALE_NATS_DUPLICATE_WINDOW=2m",
 		"SCALE_POSTGRES_URL=" + strings.Replace(e.PGURL, pgAddr, pgEdge, 1),
 		"SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_OPS_DRAIN_TIMEOUT=10s",
-		"SCALE_INGEST_SOURCE=s3://" + bucket, "SCALE_STORAGE_ENDPOINT=http://" + s3Edge, "SCALE_STORAGE_PATH_STYLE=true",
+		"SCALE_INGEST_SOURCE=" + source, "SCALE_STORAGE_ENDPOINT=" + s3.Endpoint, "SCALE_STORAGE_PATH_STYLE=" + strconv.FormatBool(s3.PathStyle),
 		"SCALE_STORAGE_REGION=" + s3.Region, "SCALE_STORAGE_ACCESS_KEY=" + s3.AccessKey, "SCALE_STORAGE_SECRET_KEY=" + s3.SecretKey,
 		"SCALE_API_ADDR=" + e.APIAddr,
 		"SCALE_EXTRACT_CONCURRENCY=" + strconv.Itoa(exp.Environment.ExtractConcurrency),
@@ -202,6 +197,48 @@ func (e *Env) Dial(ctx context.Context, network, addr string) (net.Conn, error) 
 		return e.Lab.DialContext(ctx, network, addr)
 	}
 	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+// workload lists the workload's files into e.Files and returns how the
+// services reach them: a bucket or prefix that exists already, or the
+// synthetic corpus or folder served as a bucket by a versitygw of the run's
+// own (started here).
+func (e *Env) workload(ctx context.Context) (objstore.S3Config, string, error) {
+	var cfg objstore.S3Config
+	source := ""
+	if p := e.exp.Workload.Corpus.S3; p != nil {
+		region := p.Region
+		if region == "" {
+			region = "us-east-1"
+		}
+		cfg = objstore.S3Config{Endpoint: p.Endpoint, Region: region, PathStyle: p.PathStyle,
+			AccessKey: os.Getenv("SCALE_STORAGE_ACCESS_KEY"), SecretKey: os.Getenv("SCALE_STORAGE_SECRET_KEY")}
+		source = p.URL
+	} else {
+		dir, err := e.corpus(ctx)
+		if err != nil {
+			return cfg, "", err
+		}
+		if e.S3, err = versitygw.Start(filepath.Dir(dir), filepath.Join(e.opts.Dir, "logs", "versitygw.log"), versitygw.Options{DieWithParent: true}); err != nil {
+			return cfg, "", err
+		}
+		cfg, source = e.S3.Config, "s3://"+filepath.Base(dir)
+	}
+	client, err := objstore.New(ctx, cfg)
+	if err != nil {
+		return cfg, "", err
+	}
+	if err := client.List(ctx, source, "", func(o objstore.Object) error {
+		e.Files = append(e.Files, o.URL)
+		return nil
+	}); err != nil {
+		return cfg, "", fmt.Errorf("the workload: %w", err)
+	}
+	if len(e.Files) == 0 {
+		return cfg, "", fmt.Errorf("the workload %s holds no MIDI file", source)
+	}
+	e.opts.Log.Info("workload ready", "source", source, "files", len(e.Files))
+	return cfg, source, nil
 }
 
 // corpus writes the synthetic corpus (or takes the folder) and returns its
@@ -497,6 +534,9 @@ func (e *Env) inject(ctx context.Context, step experiment.Step) (heal func(conte
 		}
 		return func(context.Context) error { return nil }, nil // the workers stay
 	case "s3-down":
+		if e.S3 == nil {
+			return nil, errors.New("the workload's S3 is not the run's own")
+		}
 		e.S3.Stop()
 		return func(context.Context) error {
 			if err := e.S3.Restart(); err != nil {

@@ -19,7 +19,9 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/scale-dev/scale/internal/browsertest"
+	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/launcher"
+	"github.com/scale-dev/scale/internal/synth"
 	"github.com/scale-dev/scale/internal/testenv"
 	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
@@ -640,4 +642,55 @@ func TestShippedQueueFaults(t *testing.T) {
 		t.Error("no message was delivered again while the ack wait was cut: the forced redelivery did not take")
 	}
 	checkExact(t, j)
+}
+
+// TestS3PrefixWorkload runs on a bucket prefix that exists already (a
+// versitygw the test starts stands for the user's S3), with the credentials
+// in the environment as the services take them, and a latency fault on the
+// proxied edge to it: every file under the prefix, and none beside it, is
+// accounted for.
+func TestS3PrefixWorkload(t *testing.T) {
+	shared := testenv.SharedCorpus(t)
+	srv := testenv.S3(t)
+	srv.CreateBucket(t, "music")
+	st, err := synth.Measure(shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := synth.WriteCorpus(context.Background(), st, dir, 1500, 21, 0.01, nil); err != nil {
+		t.Fatal(err)
+	}
+	rels, err := corpus.Files(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range rels {
+		data, err := os.ReadFile(filepath.Join(dir, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Put(t, "music", "lakh/"+rel, data)
+	}
+	srv.Put(t, "music", "other/not-in-the-workload.mid", []byte("MThd"))
+	t.Setenv("SCALE_STORAGE_ACCESS_KEY", srv.Config.AccessKey)
+	t.Setenv("SCALE_STORAGE_SECRET_KEY", srv.Config.SecretKey)
+	doc := fmt.Sprintf(`name: s3-prefix
+seed: 1
+environment: {type: local, extractWorkers: 1}
+workload:
+  corpus: {s3: {url: "s3://music/lakh/", endpoint: %q, pathStyle: true}}
+method:
+  - type: network-latency
+    target: {component: s3}
+    at: 500ms
+    duration: 2s
+    latency: 20ms
+`, srv.Config.Endpoint)
+	j := runFile(t, []byte(doc))
+	checkHealed(t, j)
+	checkExact(t, j)
+	if j.Accounting != nil && j.Accounting.Files != len(rels) {
+		t.Errorf("the workload had %d files, want the %d under the prefix", j.Accounting.Files, len(rels))
+	}
 }
