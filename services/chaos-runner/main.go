@@ -4,6 +4,7 @@
 //
 //	chaos-runner validate FILE...      check experiment files (line-numbered errors)
 //	chaos-runner run [flags] FILE      run an experiment (--dry-run prints the plan)
+//	chaos-runner replay [flags] JOURNAL run a journal's plan again and say where the outcome differs
 //	chaos-runner stop DIR              stop the run working in DIR, healing every fault
 //	chaos-runner report JOURNAL [HTML] write a journal's self-contained HTML report
 //	chaos-runner schema                print the experiment files' JSON Schema
@@ -34,6 +35,8 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
 
   chaos-runner validate FILE...   check experiment files; errors name the line
   chaos-runner run [flags] FILE   run an experiment on this machine (environment: local)
+  chaos-runner replay [flags] JOURNAL  run a journal's plan again (same seed, targets, times) and say where the
+                                  outcome differs; takes the run flags
   chaos-runner stop DIR           stop the run whose --dir is DIR, as SIGINT does: every fault healed, exit 2
   chaos-runner report JOURNAL [HTML]  write the HTML report of a journal (default: beside it, report.html)
   chaos-runner schema             print the JSON Schema of experiment files
@@ -79,8 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s: ok\n", f)
 		}
 		return code
-	case "run":
-		return runExperiment(ctx, args[1:], stdout, stderr)
+	case "run", "replay":
+		return runExperiment(ctx, args[0] == "replay", args[1:], stdout, stderr)
 	case "stop":
 		if len(args) != 2 {
 			fmt.Fprint(stderr, usage)
@@ -117,7 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runner.ExitError
 }
 
-func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// runExperiment runs an experiment file, or with replay the plan of a
+// journal again, comparing the outcomes.
+func runExperiment(ctx context.Context, replay bool, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dryRun := fs.Bool("dry-run", false, "")
@@ -131,15 +136,32 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		return runner.ExitError
 	}
-	exp, err := experiment.LoadFile(fs.Arg(0))
-	if err != nil {
+	var (
+		exp  experiment.Experiment
+		prev *runner.Journal
+		err  error
+	)
+	if replay {
+		if prev, err = runner.ReadJournal(fs.Arg(0)); err != nil {
+			fmt.Fprintln(stderr, "chaos-runner:", err)
+			return runner.ExitError
+		}
+		exp = prev.Experiment
+		if own := exp.Resolve(); own.String() != prev.Plan.String() {
+			fmt.Fprintf(stdout, "note: this chaos-runner resolves %s to a different plan than the journal's; replaying the journal's\n", exp.Name)
+		}
+	} else if exp, err = experiment.LoadFile(fs.Arg(0)); err != nil {
 		fmt.Fprintln(stderr, err)
 		return runner.ExitError
 	}
 	if *dryRun {
 		fmt.Fprintf(stdout, "experiment %s: environment %s, %d extract workers, %d NATS node(s), network %s\n", exp.Name, exp.Environment.Type,
 			exp.Environment.ExtractWorkers, exp.Environment.NATSNodes, exp.Environment.Network)
-		fmt.Fprint(stdout, exp.Resolve())
+		if prev != nil {
+			fmt.Fprint(stdout, prev.Plan)
+		} else {
+			fmt.Fprint(stdout, exp.Resolve())
+		}
 		return 0
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "chaos-runner", "experiment", exp.Name)
@@ -158,7 +180,12 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "chaos-runner:", err)
 		return runner.ExitError
 	}
-	j := runner.Run(ctx, exp, runner.Options{Dir: *dir, Bins: bins, Log: log})
+	var j *runner.Journal
+	if prev != nil {
+		j = runner.Replay(ctx, prev, runner.Options{Dir: *dir, Bins: bins, Log: log})
+	} else {
+		j = runner.Run(ctx, exp, runner.Options{Dir: *dir, Bins: bins, Log: log})
+	}
 	if err := j.Write(*journalPath); err != nil {
 		fmt.Fprintln(stderr, "chaos-runner: writing the journal:", err)
 		return runner.ExitError
@@ -170,6 +197,9 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fmt.Fprint(stdout, j.Summary())
 	fmt.Fprintf(stdout, "  journal: %s\n  report: %s\n", *journalPath, report)
+	if prev != nil {
+		fmt.Fprint(stdout, runner.DifferencesText(prev, j))
+	}
 	return j.ExitCode
 }
 

@@ -24,6 +24,7 @@ const (
 // Journal is everything a run did and found, written as JSON.
 type Journal struct {
 	Run        string                `json:"run"`
+	ReplayOf   string                `json:"replay_of,omitempty"` // the run this one replays
 	Experiment experiment.Experiment `json:"experiment"`
 	Plan       experiment.Plan       `json:"plan"`
 	Started    time.Time             `json:"started"`

@@ -24,6 +24,11 @@ type Options struct {
 	Dir  string            // work folder
 	Bins map[string]string // the pipeline's binaries
 	Log  *slog.Logger
+	// Plan, when set, is run instead of the experiment's own resolution: a
+	// replay runs the plan its journal recorded.
+	Plan *experiment.Plan
+	// ReplayOf names the run a replay repeats.
+	ReplayOf string
 }
 
 // PipelineBinaries are the binaries the local driver runs, by name, with
@@ -43,7 +48,12 @@ const sampleEvery = 250 * time.Millisecond
 // fault at once and ends the run as aborted.
 func Run(ctx context.Context, exp experiment.Experiment, o Options) *Journal {
 	start := time.Now().UTC()
-	j := &Journal{Run: fmt.Sprintf("%s-%s", exp.Name, start.Format("20060102T150405.000")), Experiment: exp, Plan: exp.Resolve(), Started: start}
+	plan := exp.Resolve()
+	if o.Plan != nil {
+		plan = *o.Plan
+	}
+	j := &Journal{Run: fmt.Sprintf("%s-%s", exp.Name, start.Format("20060102T150405.000")), ReplayOf: o.ReplayOf,
+		Experiment: exp, Plan: plan, Started: start}
 	r := &run{exp: exp, o: o, j: j}
 	defer func() { j.Ended = time.Now().UTC() }()
 	env, err := local.Start(ctx, exp, local.Options{Dir: o.Dir, Bins: o.Bins, Log: o.Log})
