@@ -49,7 +49,7 @@ lint: vet
 	$(GOBIN_DIR)/govulncheck -db file://$(VULNDB) $(MODULES)
 
 test: lint
-	$(GO) test -count=1 -timeout 20m $(MODULES)
+	$(GO) test -count=1 -timeout 30m $(MODULES)
 	$(MAKE) fuzz
 
 fuzz:

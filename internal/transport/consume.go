@@ -75,7 +75,10 @@ func Consume[E events.Event](ctx context.Context, js jetstream.JetStream, c Cons
 	}
 	cons, err := ensureConsumer(ctx, js, c, m)
 	if err != nil {
-		return err
+		// ensureConsumer gives up only when ctx ends: a stop before the
+		// consumer could be made (NATS away all along) is a clean stop.
+		c.Log.Warn("stopped before the consumer could be created", "consumer", name, "error", err)
+		return nil
 	}
 	c.Log.Info("consuming", "stream", c.Stream, "consumer", name, "loops", max(c.Loops, 1), "batch", max(c.Batch, 1))
 	var mu sync.Mutex // guards cons when a loop re-creates it

@@ -5,6 +5,7 @@
 //	chaos-runner validate FILE...      check experiment files (line-numbered errors)
 //	chaos-runner run [flags] FILE      run an experiment (--dry-run prints the plan)
 //	chaos-runner replay [flags] JOURNAL run a journal's plan again and say where the outcome differs
+//	chaos-runner schedule [flags]      run experiments on cron expressions, serving their reports
 //	chaos-runner stop DIR              stop the run working in DIR, healing every fault
 //	chaos-runner report JOURNAL [HTML] write a journal's self-contained HTML report
 //	chaos-runner schema                print the experiment files' JSON Schema
@@ -26,9 +27,11 @@ import (
 	"time"
 
 	"github.com/scale-dev/scale/internal/launcher"
+	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/schedule"
 )
 
 const usage = `chaos-runner: chaos experiments against the real Scale pipeline
@@ -37,6 +40,11 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
   chaos-runner run [flags] FILE   run an experiment on this machine (environment: local)
   chaos-runner replay [flags] JOURNAL  run a journal's plan again (same seed, targets, times) and say where the
                                   outcome differs; takes the run flags
+  chaos-runner schedule --config FILE [--dir DIR] [--listen ADDR] [--bins DIR]
+                                  run experiments on cron expressions, one at a time (a run due while another
+                                  runs is skipped), keeping the last runs' journals and reports in DIR
+                                  (default chaos-runs) and serving them, with /metrics, on ADDR
+                                  (default 127.0.0.1:9095)
   chaos-runner stop DIR           stop the run whose --dir is DIR, as SIGINT does: every fault healed, exit 2
   chaos-runner report JOURNAL [HTML]  write the HTML report of a journal (default: beside it, report.html)
   chaos-runner schema             print the JSON Schema of experiment files
@@ -84,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	case "run", "replay":
 		return runExperiment(ctx, args[0] == "replay", args[1:], stdout, stderr)
+	case "schedule":
+		return runSchedule(ctx, args[1:], stderr)
 	case "stop":
 		if len(args) != 2 {
 			fmt.Fprint(stderr, usage)
@@ -222,4 +232,53 @@ func binaries(dir, out string) (map[string]string, error) {
 		return nil, fmt.Errorf("%w: give --bins", err)
 	}
 	return launcher.Build(root, out, runner.PipelineBinaries)
+}
+
+// runSchedule runs a schedule file until ctx ends.
+func runSchedule(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("schedule", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "")
+	dir := fs.String("dir", "chaos-runs", "")
+	listen := fs.String("listen", "127.0.0.1:9095", "")
+	binDir := fs.String("bins", "", "")
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	if err := fs.Parse(args); err != nil || *file == "" || fs.NArg() != 0 {
+		if err == nil {
+			fmt.Fprint(stderr, usage)
+		}
+		return runner.ExitError
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "chaos-runner")
+	fail := func(err error) int {
+		log.Error("schedule stopped", "error", err)
+		return runner.ExitError
+	}
+	cfg, err := schedule.LoadConfig(*file)
+	if err != nil {
+		return fail(err)
+	}
+	bins, err := binaries(*binDir, filepath.Join(*dir, "bin"))
+	if err != nil {
+		return fail(err)
+	}
+	reg, health := ops.NewRegistry(), ops.NewHealth()
+	health.SetPhase(ops.Running)
+	srv, err := ops.Listen(*listen, reg, health, log)
+	if err != nil {
+		return fail(err)
+	}
+	s := schedule.New(cfg, *dir, func(ctx context.Context, exp experiment.Experiment, work string) *runner.Journal {
+		return runner.Run(ctx, exp, runner.Options{Dir: work, Bins: bins, Log: log.With("experiment", exp.Name)})
+	}, reg, log)
+	srv.Mount(s.Handler())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	if err := s.Run(ctx); err != nil {
+		return fail(err)
+	}
+	if err := <-served; err != nil {
+		return fail(err)
+	}
+	return 0
 }
