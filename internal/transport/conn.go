@@ -92,7 +92,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, log *slog.Logger, st
 			return nil
 		}
 		log.Warn("provisioning streams; retrying", "error", err)
-		if !sleep(ctx, time.Second) {
+		if !Sleep(ctx, time.Second) {
 			return fmt.Errorf("provisioning streams: %w", err)
 		}
 	}
@@ -109,9 +109,9 @@ func provisionOnce(ctx context.Context, js jetstream.JetStream, streams []jetstr
 	return nil
 }
 
-// sleep waits d, or less when ctx ends first; it reports whether ctx is
-// still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d, or less when ctx ends first; it reports whether ctx is
+// still alive: the wait between retries.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -118,7 +118,7 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, c Consumer, m *
 		}
 		m.fetchErrors.WithLabelValues(c.Config.Durable).Inc()
 		c.Log.Warn("creating consumer; retrying", "consumer", c.Config.Durable, "error", err, "retry_in", delay)
-		if !sleep(ctx, delay) {
+		if !Sleep(ctx, delay) {
 			return nil, fmt.Errorf("creating consumer %s: %w", c.Config.Durable, err)
 		}
 		delay = min(2*delay, maxRetry)
@@ -154,7 +154,7 @@ func fetchLoop(ctx context.Context, c Consumer, m *consumeMetrics, handle BatchF
 		failed = true
 		m.fetchErrors.WithLabelValues(name).Inc()
 		c.Log.Warn("fetching messages; retrying", "consumer", name, "error", err, "retry_in", delay)
-		if !sleep(ctx, delay) {
+		if !Sleep(ctx, delay) {
 			return
 		}
 		delay = min(2*delay, maxRetry)

@@ -88,14 +88,7 @@ func retry(ctx context.Context, log *slog.Logger, c prometheus.Counter, attempt 
 	delay := transport.Backoff(attempt)
 	c.Inc()
 	log.Warn(msg, append(args, "error", err, "attempt", attempt, "retry_in", delay)...)
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return transport.Sleep(ctx, delay)
 }
 
 // batchSize is how many listed files are recorded and published together.

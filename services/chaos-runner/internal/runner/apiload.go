@@ -186,15 +186,3 @@ func apiReady(env *local.Env) bool {
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
-
-// sleep waits d, or less when ctx ends; it reports whether ctx is alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -116,7 +116,7 @@ func (r *run) waitReady(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the pipeline was not ready within 2 minutes (extract consumer %v, API %s): see the logs under %s", info != nil, r.env.APIAddr, r.o.Dir)
 		}
-		if !sleep(ctx, 100*time.Millisecond) {
+		if !transport.Sleep(ctx, 100*time.Millisecond) {
 			return ctx.Err()
 		}
 	}
