@@ -5,6 +5,7 @@
 //	chaos-runner validate FILE...      check experiment files (line-numbered errors)
 //	chaos-runner run [flags] FILE      run an experiment (--dry-run prints the plan)
 //	chaos-runner replay [flags] JOURNAL run a journal's plan again and say where the outcome differs
+//	chaos-runner sweep [flags]         every component × every fault class; the single points of failure
 //	chaos-runner schedule [flags]      run experiments on cron expressions, serving their reports
 //	chaos-runner stop DIR              stop the run working in DIR, healing every fault
 //	chaos-runner report JOURNAL [HTML] write a journal's self-contained HTML report
@@ -23,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +34,7 @@ import (
 	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/schedule"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/sweep"
 )
 
 const usage = `chaos-runner: chaos experiments against the real Scale pipeline
@@ -40,6 +43,11 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
   chaos-runner run [flags] FILE   run an experiment on this machine (environment: local)
   chaos-runner replay [flags] JOURNAL  run a journal's plan again (same seed, targets, times) and say where the
                                   outcome differs; takes the run flags
+  chaos-runner sweep [--dir DIR] [--bins DIR] [--files N] [--api-rate N] [--seed N] [--only TEXT]
+                                  attack every component with every fault class that applies, one cell at a
+                                  time (cells whose component or fault contains TEXT with --only); writes
+                                  sweep.json and sweep.html (a colored matrix) and names the single points of
+                                  failure; exit 1 if any cell lost or duplicated a file or could not run
   chaos-runner schedule --config FILE [--dir DIR] [--listen ADDR] [--bins DIR]
                                   run experiments on cron expressions, one at a time (a run due while another
                                   runs is skipped), keeping the last runs' journals and reports in DIR
@@ -92,6 +100,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	case "run", "replay":
 		return runExperiment(ctx, args[0] == "replay", args[1:], stdout, stderr)
+	case "sweep":
+		return runSweep(ctx, args[1:], stdout, stderr)
 	case "schedule":
 		return runSchedule(ctx, args[1:], stderr)
 	case "stop":
@@ -279,6 +289,66 @@ func runSchedule(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	if err := <-served; err != nil {
 		return fail(err)
+	}
+	return 0
+}
+
+// runSweep runs the resilience sweep.
+func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "")
+	binDir := fs.String("bins", "", "")
+	files := fs.Int("files", 4000, "")
+	apiRate := fs.Int("api-rate", 100, "")
+	seed := fs.Uint64("seed", 1, "")
+	only := fs.String("only", "", "")
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		if err == nil {
+			fmt.Fprint(stderr, usage)
+		}
+		return runner.ExitError
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "chaos-runner")
+	var err error
+	if *dir == "" {
+		if *dir, err = os.MkdirTemp("", "chaos-sweep-"); err != nil {
+			fmt.Fprintln(stderr, err)
+			return runner.ExitError
+		}
+	}
+	bins, err := binaries(*binDir, filepath.Join(*dir, "bin"))
+	if err != nil {
+		fmt.Fprintln(stderr, "chaos-runner:", err)
+		return runner.ExitError
+	}
+	var cells []sweep.Cell
+	for _, c := range sweep.Cells() {
+		if strings.Contains(c.Component, *only) || strings.Contains(c.Fault, *only) {
+			cells = append(cells, c)
+		}
+	}
+	if len(cells) == 0 {
+		fmt.Fprintf(stderr, "chaos-runner: no cell matches %q\n", *only)
+		return runner.ExitError
+	}
+	m, err := sweep.Run(ctx, cells, sweep.Options{Dir: *dir, Bins: bins, Log: log, Files: *files, APIRate: *apiRate, Seed: *seed})
+	if err != nil {
+		fmt.Fprintln(stderr, "chaos-runner:", err)
+		return runner.ExitError
+	}
+	jsonPath, htmlPath, err := m.Write(*dir)
+	if err != nil {
+		fmt.Fprintln(stderr, "chaos-runner:", err)
+		return runner.ExitError
+	}
+	fmt.Fprint(stdout, m.Summary())
+	fmt.Fprintf(stdout, "  matrix: %s\n  page: %s\n", jsonPath, htmlPath)
+	for _, c := range m.Cells {
+		if c.Verdict == "lost" || c.Verdict == "error" {
+			return runner.ExitFailed
+		}
 	}
 	return 0
 }

@@ -193,3 +193,15 @@ func TestBadSchedules(t *testing.T) {
 		})
 	}
 }
+
+// TestShippedScheduleLoads: the schedule in experiments/schedules loads, with
+// every experiment it names.
+func TestShippedScheduleLoads(t *testing.T) {
+	cfg, err := LoadConfig("../../../../experiments/schedules/nightly.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Experiments) == 0 || cfg.Keep == 0 {
+		t.Errorf("schedule %+v", cfg)
+	}
+}
