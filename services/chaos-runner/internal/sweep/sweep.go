@@ -107,6 +107,7 @@ type Result struct {
 	During     *float64 `json:"during_files_per_s"`
 	Dip        *float64 `json:"dip"` // 1 - during/baseline
 	APIErrors  *float64 `json:"api_error_rate_during"`
+	APIP99     *float64 `json:"api_p99_during_s"`
 	Recovery   *float64 `json:"recovery_s"`
 	Accounting string   `json:"accounting"`
 	Exact      bool     `json:"exact"`
@@ -140,6 +141,7 @@ func experimentFor(c Cell, o Options) experiment.Experiment {
 		SLOs: []experiment.SLO{
 			{Metric: "throughput", Threshold: ">= 0", Phases: []string{"baseline", "during"}},
 			{Metric: "api_error_rate", Threshold: "<= 100%", Phases: []string{"during"}},
+			{Metric: "api_p99", Threshold: ">= 0", Phases: []string{"during"}},
 		},
 		Method: []experiment.Fault{c.Method},
 	}
@@ -220,6 +222,8 @@ func result(c Cell, j *runner.Journal) Result {
 			r.During = s.Value
 		case s.Metric == "api_error_rate" && s.Phase == "during":
 			r.APIErrors = s.Value
+		case s.Metric == "api_p99" && s.Phase == "during":
+			r.APIP99 = s.Value
 		}
 	}
 	if r.Baseline != nil && r.During != nil && *r.Baseline > 0 {
@@ -254,8 +258,9 @@ const stoppedDip = 0.85
 //   - stopped: while the fault lasted the pipeline finished little more than
 //     the work it had in hand (under 15 % of its baseline rate) or most API
 //     requests failed (50 % or more);
-//   - degraded: the pipeline ran at under half its rate, or over 1 % of API
-//     requests failed;
+//   - degraded: the pipeline ran at under half its rate, over 1 % of API
+//     requests failed, or the API's p99 latency passed a second (a request
+//     held by a partition may still succeed, late);
 //   - ok: neither.
 func Classify(r Result, runError bool) string {
 	switch {
@@ -265,7 +270,7 @@ func Classify(r Result, runError bool) string {
 		return "lost"
 	case r.Dip != nil && *r.Dip > stoppedDip, r.APIErrors != nil && *r.APIErrors >= 0.5:
 		return "stopped"
-	case r.Dip != nil && *r.Dip > 0.5, r.APIErrors != nil && *r.APIErrors > 0.01:
+	case r.Dip != nil && *r.Dip > 0.5, r.APIErrors != nil && *r.APIErrors > 0.01, r.APIP99 != nil && *r.APIP99 > 1:
 		return "degraded"
 	}
 	return "ok"
@@ -365,13 +370,13 @@ b{display:block;font-size:1.1em}
 </style></head><body>
 <h1>Resilience sweep</h1>
 <p>{{.Files}} synthetic files and {{.APIRate}} API requests/s per cell, seed {{.Seed}}; {{len .Cells}} cells from {{.Started.Format "2006-01-02 15:04"}} to {{.Ended.Format "15:04"}} UTC.
-Each cell: one fault for 4 s from 1.5 s into the workload. <b>ok</b> · <b>degraded</b>: under half the rate, or over 1 % API errors · <b>stopped</b>: under 15 % of the rate, or half the API requests failing · <b>lost</b>: a file lost or counted twice.</p>
+Each cell: one fault for 4 s from 1.5 s into the workload. <b>ok</b> · <b>degraded</b>: under half the rate, over 1 % API errors, or an API p99 over 1 s · <b>stopped</b>: under 15 % of the rate, or half the API requests failing · <b>lost</b>: a file lost or counted twice.</p>
 <h2>Single points of failure</h2>
 {{if .SPOFs}}<ul>{{range .SPOFs}}<li>{{.}}</li>{{end}}</ul>{{else}}<p>None found.</p>{{end}}
 <h2>Matrix</h2>
 <table><tr><th>component</th>{{range .Faults}}<th>{{.}}</th>{{end}}</tr>
 {{range .Rows}}<tr><th>{{.Component}}</th>{{range .Cells}}{{if .}}<td class="{{.Verdict}}"><b>{{.Verdict}}</b>
-files {{rate .Baseline}} → {{rate .During}}<br>API errors {{pct .APIErrors}}<br>recovery {{secs .Recovery}}<br>{{if .Exact}}0 lost, 0 duplicated{{else}}{{.Accounting}}{{end}}{{if .Error}}<br>{{.Error}}{{end}}</td>{{else}}<td class="none"></td>{{end}}{{end}}</tr>
+files {{rate .Baseline}} → {{rate .During}}<br>API errors {{pct .APIErrors}}, p99 {{secs .APIP99}}<br>recovery {{secs .Recovery}}<br>{{if .Exact}}0 lost, 0 duplicated{{else}}{{.Accounting}}{{end}}{{if .Error}}<br>{{.Error}}{{end}}</td>{{else}}<td class="none"></td>{{end}}{{end}}</tr>
 {{end}}</table>
 </body></html>`))
 
@@ -381,8 +386,8 @@ func (m *Matrix) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sweep: %d cells in %s\n", len(m.Cells), m.Ended.Sub(m.Started).Round(time.Second))
 	for _, c := range m.Cells {
-		fmt.Fprintf(&b, "  %-9s %-22s %-18s dip %-5s API errors %-5s recovery %-6s %s\n", c.Verdict, c.Component, c.Fault,
-			pctText(c.Dip), pctText(c.APIErrors), secsText(c.Recovery), map[bool]string{true: "exact", false: c.Accounting}[c.Exact])
+		fmt.Fprintf(&b, "  %-9s %-22s %-18s dip %-5s API errors %-5s p99 %-6s recovery %-6s %s\n", c.Verdict, c.Component, c.Fault,
+			pctText(c.Dip), pctText(c.APIErrors), secsText(c.APIP99), secsText(c.Recovery), map[bool]string{true: "exact", false: c.Accounting}[c.Exact])
 	}
 	if len(m.SPOFs) == 0 {
 		b.WriteString("single points of failure: none found\n")

@@ -42,6 +42,7 @@ func TestClassify(t *testing.T) {
 		{"nothing noticed", Result{Exact: true, Dip: f(0.1), APIErrors: f(0)}, "ok"},
 		{"slower", Result{Exact: true, Dip: f(0.6), APIErrors: f(0)}, "degraded"},
 		{"some API errors", Result{Exact: true, Dip: f(0), APIErrors: f(0.05)}, "degraded"},
+		{"API answers late", Result{Exact: true, Dip: f(0), APIErrors: f(0), APIP99: f(3.5)}, "degraded"},
 		{"pipeline stopped", Result{Exact: true, Dip: f(1), APIErrors: f(0)}, "stopped"},
 		{"API down", Result{Exact: true, Dip: f(0), APIErrors: f(0.9)}, "stopped"},
 		{"a file lost", Result{Exact: false, Dip: f(0), APIErrors: f(0)}, "lost"},
