@@ -101,18 +101,22 @@ type Options struct {
 // Result is one cell of the matrix.
 type Result struct {
 	Cell
-	Run        string   `json:"run"`
-	Verdict    string   `json:"verdict"` // ok, degraded, stopped, lost, error: see Classify
-	Baseline   *float64 `json:"baseline_files_per_s"`
-	During     *float64 `json:"during_files_per_s"`
-	Dip        *float64 `json:"dip"` // 1 - during/baseline
-	APIErrors  *float64 `json:"api_error_rate_during"`
-	APIP99     *float64 `json:"api_p99_during_s"`
-	Recovery   *float64 `json:"recovery_s"`
-	Accounting string   `json:"accounting"`
-	Exact      bool     `json:"exact"`
-	Error      string   `json:"error,omitempty"`
-	Seconds    float64  `json:"seconds"` // the cell's wall time
+	Run       string   `json:"run"`
+	Verdict   string   `json:"verdict"` // ok, degraded, stopped, lost, error: see Classify
+	Baseline  *float64 `json:"baseline_files_per_s"`
+	During    *float64 `json:"during_files_per_s"`
+	Dip       *float64 `json:"dip"` // 1 - during/baseline
+	APIErrors *float64 `json:"api_error_rate_during"`
+	APIP99    *float64 `json:"api_p99_during_s"`
+	// APIAnswered is the share of the requests the load sent while the fault
+	// lasted that were answered (well or not) before it ended: a request held
+	// by a partition is neither an error nor a latency until it is answered.
+	APIAnswered *float64 `json:"api_answered_during"`
+	Recovery    *float64 `json:"recovery_s"`
+	Accounting  string   `json:"accounting"`
+	Exact       bool     `json:"exact"`
+	Error       string   `json:"error,omitempty"`
+	Seconds     float64  `json:"seconds"` // the cell's wall time
 }
 
 // Matrix is a whole sweep.
@@ -235,6 +239,16 @@ func result(c Cell, j *runner.Journal) Result {
 			r.Error = f.Error
 		}
 		r.Recovery = f.Recovery
+		if f.Healed != nil && *f.Healed-f.Injected >= 1 && j.Experiment.Workload.API != nil {
+			answered := 0
+			for _, s := range j.Samples {
+				if s.API != nil && s.T > f.Injected && s.T <= *f.Healed {
+					answered += s.API.Requests
+				}
+			}
+			share := float64(answered) / (float64(j.Experiment.Workload.API.Rate) * (*f.Healed - f.Injected))
+			r.APIAnswered = &share
+		}
 	}
 	if j.Accounting != nil {
 		r.Accounting = j.Accounting.String()
@@ -256,8 +270,8 @@ const stoppedDip = 0.85
 //   - error: the run or the fault could not be carried out;
 //   - lost: a file was lost, stuck or counted twice, or a similar list is wrong;
 //   - stopped: while the fault lasted the pipeline finished little more than
-//     the work it had in hand (under 15 % of its baseline rate) or most API
-//     requests failed (50 % or more);
+//     the work it had in hand (under 15 % of its baseline rate), or most API
+//     requests failed (50 % or more) or went unanswered;
 //   - degraded: the pipeline ran at under half its rate, over 1 % of API
 //     requests failed, or the API's p99 latency passed a second (a request
 //     held by a partition may still succeed, late);
@@ -268,7 +282,7 @@ func Classify(r Result, runError bool) string {
 		return "error"
 	case !r.Exact:
 		return "lost"
-	case r.Dip != nil && *r.Dip > stoppedDip, r.APIErrors != nil && *r.APIErrors >= 0.5:
+	case r.Dip != nil && *r.Dip > stoppedDip, r.APIErrors != nil && *r.APIErrors >= 0.5, r.APIAnswered != nil && *r.APIAnswered < 0.5:
 		return "stopped"
 	case r.Dip != nil && *r.Dip > 0.5, r.APIErrors != nil && *r.APIErrors > 0.01, r.APIP99 != nil && *r.APIP99 > 1:
 		return "degraded"
@@ -285,9 +299,10 @@ func spofs(cells []Result) []string {
 			continue // a slowed component is not a lost one, and all the workers are not one component
 		}
 		what := "the pipeline"
+		apiStopped := c.APIErrors != nil && *c.APIErrors >= 0.5 || c.APIAnswered != nil && *c.APIAnswered < 0.5
 		if c.Dip == nil || *c.Dip <= stoppedDip {
 			what = "the API"
-		} else if c.APIErrors != nil && *c.APIErrors >= 0.5 {
+		} else if apiStopped {
 			what = "the pipeline and the API"
 		}
 		out = append(out, fmt.Sprintf("%s (%s): %s stopped while it lasted", c.Component, c.Fault, what))
@@ -370,13 +385,13 @@ b{display:block;font-size:1.1em}
 </style></head><body>
 <h1>Resilience sweep</h1>
 <p>{{.Files}} synthetic files and {{.APIRate}} API requests/s per cell, seed {{.Seed}}; {{len .Cells}} cells from {{.Started.Format "2006-01-02 15:04"}} to {{.Ended.Format "15:04"}} UTC.
-Each cell: one fault for 4 s from 1.5 s into the workload. <b>ok</b> · <b>degraded</b>: under half the rate, over 1 % API errors, or an API p99 over 1 s · <b>stopped</b>: under 15 % of the rate, or half the API requests failing · <b>lost</b>: a file lost or counted twice.</p>
+Each cell: one fault for 4 s from 1.5 s into the workload. <b>ok</b> · <b>degraded</b>: under half the rate, over 1 % API errors, or an API p99 over 1 s · <b>stopped</b>: under 15 % of the rate, or half the API requests failing or unanswered · <b>lost</b>: a file lost or counted twice.</p>
 <h2>Single points of failure</h2>
 {{if .SPOFs}}<ul>{{range .SPOFs}}<li>{{.}}</li>{{end}}</ul>{{else}}<p>None found.</p>{{end}}
 <h2>Matrix</h2>
 <table><tr><th>component</th>{{range .Faults}}<th>{{.}}</th>{{end}}</tr>
 {{range .Rows}}<tr><th>{{.Component}}</th>{{range .Cells}}{{if .}}<td class="{{.Verdict}}"><b>{{.Verdict}}</b>
-files {{rate .Baseline}} → {{rate .During}}<br>API errors {{pct .APIErrors}}, p99 {{secs .APIP99}}<br>recovery {{secs .Recovery}}<br>{{if .Exact}}0 lost, 0 duplicated{{else}}{{.Accounting}}{{end}}{{if .Error}}<br>{{.Error}}{{end}}</td>{{else}}<td class="none"></td>{{end}}{{end}}</tr>
+files {{rate .Baseline}} → {{rate .During}}<br>API answered {{pct .APIAnswered}}, errors {{pct .APIErrors}}, p99 {{secs .APIP99}}<br>recovery {{secs .Recovery}}<br>{{if .Exact}}0 lost, 0 duplicated{{else}}{{.Accounting}}{{end}}{{if .Error}}<br>{{.Error}}{{end}}</td>{{else}}<td class="none"></td>{{end}}{{end}}</tr>
 {{end}}</table>
 </body></html>`))
 
@@ -386,8 +401,8 @@ func (m *Matrix) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sweep: %d cells in %s\n", len(m.Cells), m.Ended.Sub(m.Started).Round(time.Second))
 	for _, c := range m.Cells {
-		fmt.Fprintf(&b, "  %-9s %-22s %-18s dip %-5s API errors %-5s p99 %-6s recovery %-6s %s\n", c.Verdict, c.Component, c.Fault,
-			pctText(c.Dip), pctText(c.APIErrors), secsText(c.APIP99), secsText(c.Recovery), map[bool]string{true: "exact", false: c.Accounting}[c.Exact])
+		fmt.Fprintf(&b, "  %-9s %-22s %-18s dip %-5s API answered %-5s errors %-5s p99 %-6s recovery %-6s %s\n", c.Verdict, c.Component, c.Fault,
+			pctText(c.Dip), pctText(c.APIAnswered), pctText(c.APIErrors), secsText(c.APIP99), secsText(c.Recovery), map[bool]string{true: "exact", false: c.Accounting}[c.Exact])
 	}
 	if len(m.SPOFs) == 0 {
 		b.WriteString("single points of failure: none found\n")

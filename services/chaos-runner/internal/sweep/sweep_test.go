@@ -45,6 +45,7 @@ func TestClassify(t *testing.T) {
 		{"API answers late", Result{Exact: true, Dip: f(0), APIErrors: f(0), APIP99: f(3.5)}, "degraded"},
 		{"pipeline stopped", Result{Exact: true, Dip: f(1), APIErrors: f(0)}, "stopped"},
 		{"API down", Result{Exact: true, Dip: f(0), APIErrors: f(0.9)}, "stopped"},
+		{"API holding every request", Result{Exact: true, Dip: f(0), APIErrors: f(0), APIAnswered: f(0)}, "stopped"},
 		{"a file lost", Result{Exact: false, Dip: f(0), APIErrors: f(0)}, "lost"},
 		{"fault failed", Result{Exact: true, Error: "no such target"}, "error"},
 	} {
