@@ -381,7 +381,7 @@ var page = template.Must(template.New("sweep").Funcs(template.FuncMap{
 <style>
 body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.4em;vertical-align:top;font-size:.85em}
 td.ok{background:#dafbe1}td.degraded{background:#fff8c5}td.stopped{background:#ffd8b5}td.lost,td.error{background:#ffcecb}td.none{background:#f6f8fa}
-b{display:block;font-size:1.1em}
+td b{display:block;font-size:1.1em}
 </style></head><body>
 <h1>Resilience sweep</h1>
 <p>{{.Files}} synthetic files and {{.APIRate}} API requests/s per cell, seed {{.Seed}}; {{len .Cells}} cells from {{.Started.Format "2006-01-02 15:04"}} to {{.Ended.Format "15:04"}} UTC.
