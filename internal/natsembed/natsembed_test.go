@@ -37,10 +37,23 @@ func TestClusterNodeRestartsOnItsPortAndStore(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s"}, Replicas: 3}); err != nil {
 		t.Fatal(err)
 	}
+	// A publish that gets no answer while the stream elects a leader is
+	// sent again, as a client must; its message id makes the copy harmless.
+	sent := 0
 	publish := func(n int) {
 		for range n {
-			if _, err := js.Publish(ctx, "s", []byte("x")); err != nil {
-				t.Fatal(err)
+			sent++
+			for {
+				attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := js.Publish(attempt, "s", []byte("x"), jetstream.WithMsgID(fmt.Sprint(sent)))
+				cancel()
+				if err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("message %d: %v", sent, err)
+				}
+				t.Logf("message %d: %v; sending it again", sent, err)
 			}
 		}
 	}
