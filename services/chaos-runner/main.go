@@ -28,7 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
@@ -195,7 +194,7 @@ func runExperiment(ctx context.Context, replay bool, args []string, stdout, stde
 		*journalPath = filepath.Join(*dir, "journal.json")
 	}
 	log.Info("work folder (chaos-runner stop DIR ends the run)", "dir", *dir)
-	bins, err := binaries(*binDir, filepath.Join(*dir, "bin"))
+	bins, err := runner.Binaries(*binDir, filepath.Join(*dir, "bin"))
 	if err != nil {
 		fmt.Fprintln(stderr, "chaos-runner:", err)
 		return runner.ExitError
@@ -223,27 +222,6 @@ func runExperiment(ctx context.Context, replay bool, args []string, stdout, stde
 	return j.ExitCode
 }
 
-// binaries returns prebuilt binaries from dir, or builds them from the
-// repository this command runs in (found by its go.work) into out.
-func binaries(dir, out string) (map[string]string, error) {
-	if dir != "" {
-		bins := map[string]string{}
-		for name := range runner.PipelineBinaries {
-			p := filepath.Join(dir, name)
-			if _, err := os.Stat(p); err != nil {
-				return nil, fmt.Errorf("--bins %s: %w", dir, err)
-			}
-			bins[name] = p
-		}
-		return bins, nil
-	}
-	root, err := launcher.RepoRoot()
-	if err != nil {
-		return nil, fmt.Errorf("%w: give --bins", err)
-	}
-	return launcher.Build(root, out, runner.PipelineBinaries)
-}
-
 // runSchedule runs a schedule file until ctx ends.
 func runSchedule(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("schedule", flag.ContinueOnError)
@@ -268,7 +246,7 @@ func runSchedule(ctx context.Context, args []string, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	bins, err := binaries(*binDir, filepath.Join(*dir, "bin"))
+	bins, err := runner.Binaries(*binDir, filepath.Join(*dir, "bin"))
 	if err != nil {
 		return fail(err)
 	}
@@ -318,7 +296,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return runner.ExitError
 		}
 	}
-	bins, err := binaries(*binDir, filepath.Join(*dir, "bin"))
+	bins, err := runner.Binaries(*binDir, filepath.Join(*dir, "bin"))
 	if err != nil {
 		fmt.Fprintln(stderr, "chaos-runner:", err)
 		return runner.ExitError

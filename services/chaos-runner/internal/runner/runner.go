@@ -10,9 +10,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
@@ -38,6 +41,27 @@ var PipelineBinaries = map[string]string{
 	"extract":    "./services/extract/cmd/extract",
 	"similarity": "./services/similarity/cmd/similarity",
 	"api":        "./services/api/cmd/api",
+}
+
+// Binaries returns the pipeline's prebuilt binaries from dir, or builds them from the
+// repository this command runs in (found by its go.work) into out.
+func Binaries(dir, out string) (map[string]string, error) {
+	if dir != "" {
+		bins := map[string]string{}
+		for name := range PipelineBinaries {
+			p := filepath.Join(dir, name)
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("--bins %s: %w", dir, err)
+			}
+			bins[name] = p
+		}
+		return bins, nil
+	}
+	root, err := launcher.RepoRoot()
+	if err != nil {
+		return nil, fmt.Errorf("%w: give --bins", err)
+	}
+	return launcher.Build(root, out, PipelineBinaries)
 }
 
 // sampleEvery is how often the probes run.

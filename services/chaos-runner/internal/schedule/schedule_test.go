@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/testenv"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
@@ -103,11 +102,7 @@ func TestForbidConcurrency(t *testing.T) {
 // its report and journal are served, and the metrics count it.
 func TestScheduledRunIsServed(t *testing.T) {
 	testenv.SharedCorpus(t)
-	root, err := launcher.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bins, err := launcher.Build(root, t.TempDir(), runner.PipelineBinaries)
+	bins, err := runner.Binaries("", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

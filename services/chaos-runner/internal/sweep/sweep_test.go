@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/testenv"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
@@ -61,11 +60,7 @@ func TestClassify(t *testing.T) {
 // pipeline and the API stop). Every cell accounts for every file.
 func TestSmallSweep(t *testing.T) {
 	testenv.SharedCorpus(t)
-	root, err := launcher.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bins, err := launcher.Build(root, t.TempDir(), runner.PipelineBinaries)
+	bins, err := runner.Binaries("", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
