@@ -122,20 +122,44 @@ func startCluster(n int, storeDir func(i int) string) (*Cluster, error) {
 	return c, nil
 }
 
+// waitMetaLeader waits until the cluster has a JetStream meta leader that
+// sees every other running node online and caught up: before that, a
+// replicated stream can be refused ("no suitable peers for placement").
 func (c *Cluster) waitMetaLeader(timeout time.Duration) error {
 	if len(c.opts) == 1 {
 		return nil // standalone: no election
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
+		running := 0
 		for _, s := range c.Servers {
-			if s != nil && s.JetStreamIsLeader() {
+			if s != nil {
+				running++
+			}
+		}
+		for _, s := range c.Servers {
+			if s != nil && s.JetStreamIsLeader() && peersCurrent(s) == running-1 {
 				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("NATS cluster elected no JetStream meta leader in %v", timeout)
+	return fmt.Errorf("NATS cluster had no JetStream meta leader seeing every running node in %v", timeout)
+}
+
+// peersCurrent counts the meta leader's peers that are online and caught up.
+func peersCurrent(leader *server.Server) int {
+	jsz, err := leader.Jsz(nil)
+	if err != nil || jsz.Meta == nil {
+		return 0
+	}
+	n := 0
+	for _, p := range jsz.Meta.Replicas {
+		if p.Current && !p.Offline {
+			n++
+		}
+	}
+	return n
 }
 
 // Stop shuts node i down (a lost node); Restart brings it back.
