@@ -80,6 +80,45 @@ func versionOf(binDir string) int {
 // 127.0.0.1. PostgreSQL refuses to run as root, so as root the cluster belongs
 // to the "postgres" or "nobody" user.
 func Start(ctx context.Context, dir string, o Options) (*Cluster, error) {
+	c, err := newCluster(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
+		if err := c.run(ctx, "initdb", "-D", data, "-U", c.User, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"); err != nil {
+			return nil, err
+		}
+	}
+	// A server left running on this folder by a process that was killed
+	// (its owner never stopped it) is taken over: stopped, then started
+	// again with this start's options.
+	if c.run(ctx, "pg_ctl", "status", "-D", data) == nil {
+		if err := c.run(ctx, "pg_ctl", "stop", "-m", "fast", "-w", "-D", data); err != nil {
+			return nil, fmt.Errorf("stopping the server left running in %s: %w", data, err)
+		}
+	}
+	if err := c.start(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// StartStandby starts a streaming-replication standby of primary in dir:
+// a base backup of the primary, then a server that replays its WAL as it
+// comes and answers read-only queries (hot standby).
+func StartStandby(ctx context.Context, dir string, primary *Cluster, o Options) (*Cluster, error) {
+	c, err := newCluster(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Follow(ctx, primary); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func newCluster(dir string, o Options) (*Cluster, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -101,28 +140,81 @@ func Start(ctx context.Context, dir string, o Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	data := filepath.Join(dir, "data")
-	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
-		if err := c.run(ctx, "initdb", "-D", data, "-U", c.User, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"); err != nil {
-			return nil, err
+	c.setOptions(o)
+	return c, nil
+}
+
+// Follow makes this server, which must not be running, a fresh standby of
+// primary on its own port: its data is replaced by a base backup of the
+// primary (WAL streamed during the backup, standby.signal and
+// primary_conninfo written), and it starts. A former primary rejoins this
+// way after a failover: its own WAL may hold commits the new primary never
+// had, so it starts over from the new primary's state.
+func (c *Cluster) Follow(ctx context.Context, primary *Cluster) error {
+	data := filepath.Join(c.Dir, "data")
+	if err := os.RemoveAll(data); err != nil {
+		return fmt.Errorf("clearing %s for a base backup: %w", data, err)
+	}
+	if err := c.run(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port), "-U", primary.User,
+		"-D", data, "-X", "stream", "-R", "-c", "fast", "--no-sync"); err != nil {
+		return fmt.Errorf("base backup from the primary: %w", err)
+	}
+	return c.start(ctx)
+}
+
+// Promote ends a standby's recovery: it becomes a primary that accepts
+// writes, on the timeline after its last replayed WAL.
+func (c *Cluster) Promote(ctx context.Context) error {
+	return c.run(ctx, "pg_ctl", "promote", "-w", "-t", "60", "-D", filepath.Join(c.Dir, "data"))
+}
+
+// Synchronous turns synchronous replication on or off on a primary: on, a
+// commit returns only once a standby has flushed it, so that a standby
+// promoted after the primary is lost has every commit a client was told of.
+// Off, the primary commits alone (what it must do while its standby is away,
+// or every commit would wait for it).
+func (c *Cluster) Synchronous(ctx context.Context, on bool) error {
+	q := "ALTER SYSTEM RESET synchronous_standby_names"
+	if on {
+		q = "ALTER SYSTEM SET synchronous_standby_names = '*'"
+	}
+	return c.exec(ctx, q, "SELECT pg_reload_conf()")
+}
+
+// Role tells a primary from a standby: the answer of pg_is_in_recovery, and
+// how many standbys stream from this server.
+func (c *Cluster) Role(ctx context.Context) (standby bool, streaming int, err error) {
+	conn, err := pgx.Connect(ctx, c.URL("postgres")+"&connect_timeout=2")
+	if err != nil {
+		return false, 0, err
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery(), (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')").Scan(&standby, &streaming)
+	return standby, streaming, err
+}
+
+func (c *Cluster) exec(ctx context.Context, statements ...string) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres")+"&connect_timeout=2")
+	if err != nil {
+		return fmt.Errorf("connecting to local Postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range statements {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
-	c.opts = fmt.Sprintf("-h 127.0.0.1 -p %d -k %s -c max_connections=200", c.Port, dir)
+	return nil
+}
+
+// setOptions fixes the server's options. wal_keep_size lets a standby that
+// was away for a while catch up from the primary's WAL instead of needing a
+// new base backup.
+func (c *Cluster) setOptions(o Options) {
+	c.opts = fmt.Sprintf("-h 127.0.0.1 -p %d -k %s -c max_connections=200 -c wal_keep_size=512MB", c.Port, c.Dir)
 	if !o.Durable {
 		c.opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 	}
-	// A server left running on this folder by a process that was killed
-	// (its owner never stopped it) is taken over: stopped, then started
-	// again with this start's options.
-	if c.run(ctx, "pg_ctl", "status", "-D", data) == nil {
-		if err := c.run(ctx, "pg_ctl", "stop", "-m", "fast", "-w", "-D", data); err != nil {
-			return nil, fmt.Errorf("stopping the server left running in %s: %w", data, err)
-		}
-	}
-	if err := c.start(ctx); err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 func (c *Cluster) start(ctx context.Context) error {
