@@ -343,9 +343,9 @@ func TestAPIBadInput(t *testing.T) {
 	}
 }
 
-// TestAPIClientGone: a request whose client left before the answer is recorded
-// as 499 and is not logged as a server error.
-func TestAPIClientGone(t *testing.T) {
+// apiOverEmptyDB is the API's handler over a fresh database, with its log
+// and metrics.
+func apiOverEmptyDB(t *testing.T, settings api.Settings) (h http.Handler, st *store.Store, logs *bytes.Buffer, reg *prometheus.Registry) {
 	ctx := context.Background()
 	dbURL := testenv.PostgresURL(t)
 	st, err := store.Open(ctx, dbURL, 10*time.Second)
@@ -358,10 +358,15 @@ func TestAPIClientGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(reader.Close)
-	var logs bytes.Buffer
-	reg := ops.NewRegistry()
-	h := api.New(reader, slog.New(slog.NewJSONHandler(&logs, nil)), reg, api.Settings{}).Handler()
-	gone, cancel := context.WithCancel(ctx)
+	logs, reg = &bytes.Buffer{}, ops.NewRegistry()
+	return api.New(reader, slog.New(slog.NewJSONHandler(logs, nil)), reg, settings).Handler(), st, logs, reg
+}
+
+// TestAPIClientGone: a request whose client left before the answer is recorded
+// as 499 and is not logged as a server error.
+func TestAPIClientGone(t *testing.T) {
+	h, _, logs, reg := apiOverEmptyDB(t, api.Settings{})
+	gone, cancel := context.WithCancel(context.Background())
 	cancel()
 	req := httptest.NewRequest(http.MethodGet, "/v1/songs/0123456789abcdef0123456789abcdef/similar", nil).WithContext(gone)
 	h.ServeHTTP(httptest.NewRecorder(), req)
@@ -370,6 +375,35 @@ func TestAPIClientGone(t *testing.T) {
 	}
 	if n := testenv.MetricValue(t, reg, "scale_api_request_duration_seconds", "code", "499"); n != 1 {
 		t.Errorf("%v requests recorded with status 499, want 1", n)
+	}
+}
+
+// TestAPIDatabaseTooSlow: a request the database holds past the query
+// timeout (here a lock held on the table it reads) gets a 503 with
+// Retry-After when the timeout ends, not an answer whenever the lock goes.
+func TestAPIDatabaseTooSlow(t *testing.T) {
+	h, st, _, reg := apiOverEmptyDB(t, api.Settings{QueryTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	tx, err := st.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // only the lock mattered
+	if _, err := tx.Exec(ctx, "LOCK TABLE instruments IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	start := time.Now()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/instruments", nil))
+	took := time.Since(start)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("status %d, Retry-After %q; want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if took > 5*time.Second {
+		t.Errorf("the answer took %s with a 300 ms query timeout", took)
+	}
+	if n := testenv.MetricValue(t, reg, "scale_api_request_duration_seconds", "code", "503"); n != 1 {
+		t.Errorf("%v requests recorded with status 503, want 1", n)
 	}
 }
 

@@ -35,6 +35,10 @@ type Settings struct {
 	Addr        string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
 	CacheSongs  int    `conf:"default:200000,help:songs whose similar lists are kept in memory (about 0.4 KB each with 10 per list; 0 turns the cache off)"`
 	MaxInFlight int    `conf:"default:512,help:API requests handled at once; beyond it a request gets a fast 503 with Retry-After (load shedding) instead of a growing wait (0: no limit)"`
+	// A request the database does not answer in time gets a 503 instead of
+	// waiting for TCP to notice a server that is gone or cut off, so that a
+	// client (or a load balancer in front of several APIs) can go elsewhere.
+	QueryTimeout time.Duration `conf:"default:2s,help:longest wait for the database in one request; past it the request gets a 503 with Retry-After"`
 }
 
 const (
@@ -45,7 +49,8 @@ const (
 
 // API is the HTTP handler set.
 type API struct {
-	inFlight chan struct{} // a token per request being handled; nil: no limit
+	inFlight     chan struct{} // a token per request being handled; nil: no limit
+	queryTimeout time.Duration
 	shed     prometheus.Counter
 	db       *store.Reader
 	log      *slog.Logger
@@ -60,7 +65,7 @@ func New(db *store.Reader, log *slog.Logger, reg prometheus.Registerer, s Settin
 	if s.MaxInFlight > 0 {
 		inFlight = make(chan struct{}, s.MaxInFlight)
 	}
-	return &API{db: db, log: log, cache: newSimilarCache(s.CacheSongs, reg), inFlight: inFlight,
+	return &API{db: db, log: log, cache: newSimilarCache(s.CacheSongs, reg), inFlight: inFlight, queryTimeout: s.QueryTimeout,
 		shed: ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scale_api_shed_total", Help: "API requests answered 503 at once because MaxInFlight requests were being handled."})),
 		requests: ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -160,13 +165,19 @@ func (a *API) json(route string, h func(*http.Request) (any, error)) http.Handle
 			writeJSON(w, status, errorBody("bad_request", msg))
 			return
 		}
+		client := r.Context()
+		if a.queryTimeout > 0 {
+			ctx, cancel := context.WithTimeout(client, a.queryTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		body, err := h(r)
 		var ae *apiError
 		switch {
 		case errors.As(err, &ae):
 			status = ae.status
 			writeJSON(w, status, errorBody(ae.code, ae.msg))
-		case err != nil && r.Context().Err() != nil:
+		case err != nil && client.Err() != nil:
 			// The client went away (its query was cancelled with it): nobody
 			// reads an answer, and it is not the server's failure. 499 is the
 			// status proxies record for it.
@@ -175,6 +186,7 @@ func (a *API) json(route string, h func(*http.Request) (any, error)) http.Handle
 		case err != nil:
 			status = http.StatusServiceUnavailable
 			a.log.Error("request failed", "route", route, "error", err)
+			w.Header().Set("Retry-After", "1")
 			writeJSON(w, status, errorBody("unavailable", "the database did not answer; try again"))
 		default:
 			if raw, ok := body.(*rawJSON); ok {

@@ -52,6 +52,10 @@ type Environment struct {
 	ExtractConcurrency int      `json:"extractConcurrency,omitempty"`
 	ExtractAckWait     Duration `json:"extractAckWait,omitempty"`
 	Network            string   `json:"network,omitempty"` // loopback (default), or hosts: each pipeline process on a host of its own
+	// PostgresStandby adds a synchronous streaming-replication standby that
+	// the driver promotes when the primary is lost (see local.pgServers).
+	PostgresStandby bool `json:"postgresStandby,omitempty"`
+	APIReplicas     int  `json:"apiReplicas,omitempty"` // API processes, behind the driver's load balancer when more than one
 }
 
 // Hosts is the network that runs each pipeline process on a host of its own
@@ -210,6 +214,13 @@ func (e Experiment) instances(component string) int {
 		return e.Environment.ExtractWorkers
 	case "nats":
 		return e.Environment.NATSNodes
+	case "api":
+		return e.Environment.APIReplicas
+	case "postgres":
+		if e.Environment.PostgresStandby {
+			return 2
+		}
+		return 1
 	default:
 		return 1
 	}
@@ -294,6 +305,9 @@ func (e *Experiment) defaults() {
 	}
 	if e.Environment.NATSNodes == 0 {
 		e.Environment.NATSNodes = 1
+	}
+	if e.Environment.APIReplicas == 0 {
+		e.Environment.APIReplicas = 1
 	}
 	if e.Environment.ExtractConcurrency == 0 {
 		e.Environment.ExtractConcurrency = 2
@@ -413,6 +427,9 @@ func (e Experiment) check(lines map[string]int) Errors {
 		}
 		if f.Target.Mode == Leader && c != "nats" {
 			add(p+"/target/mode", "only a nats target has a leader")
+		}
+		if f.Target.Mode == Primary && c != "postgres" {
+			add(p+"/target/mode", "only a postgres target has a primary")
 		}
 		if (f.Target.Mode == "fixed" || f.Target.Mode == "percent") && f.Target.Value == 0 {
 			add(p+"/target", "mode %s needs a value", f.Target.Mode)

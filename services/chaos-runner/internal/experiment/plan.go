@@ -61,7 +61,7 @@ func (t Threshold) Holds(v float64) bool {
 type Step struct {
 	Fault         string   `json:"fault"` // the fault's name
 	Type          string   `json:"type"`
-	Targets       []string `json:"targets"` // instance names: extract-2, nats-1, postgres; "leader" is resolved when injected
+	Targets       []string `json:"targets"` // instance names: extract-2, nats-1, postgres; "leader" and "primary" are resolved when injected
 	At            Duration `json:"at"`      // from the start of the workload
 	Duration      Duration `json:"duration"`
 	Latency       Duration `json:"latency,omitempty"`
@@ -136,10 +136,14 @@ func (e Experiment) Resolve() Plan {
 // queue's stream when the fault is injected.
 const Leader = "leader"
 
+// Primary is the target of a fault on whichever Postgres server is the
+// primary when the fault is injected (with a standby, a failover changes it).
+const Primary = "primary"
+
 // pick chooses targets without replacement.
 func pick(r *rand.Rand, instances []string, t Target) []string {
-	if t.Mode == Leader {
-		return []string{Leader}
+	if t.Mode == Leader || t.Mode == Primary {
+		return []string{t.Mode}
 	}
 	n := 1
 	switch t.Mode {
