@@ -181,6 +181,33 @@ func (c *Cluster) Synchronous(ctx context.Context, on bool) error {
 	return c.exec(ctx, q, "SELECT pg_reload_conf()")
 }
 
+// WaitStandbyFlushed waits until a streaming standby has flushed all the WAL
+// this primary has written so far: from then on it holds every commit made
+// before the call.
+func (c *Cluster) WaitStandbyFlushed(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres")+"&connect_timeout=2")
+	if err != nil {
+		return fmt.Errorf("connecting to local Postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	var lsn string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		return err
+	}
+	for {
+		var flushed bool
+		err := conn.QueryRow(ctx, "SELECT coalesce(bool_or(flush_lsn >= $1::pg_lsn), false) FROM pg_stat_replication WHERE state = 'streaming'", lsn).Scan(&flushed)
+		if err != nil || flushed {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a standby to flush %s: %w", lsn, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // Role tells a primary from a standby: the answer of pg_is_in_recovery, and
 // how many standbys stream from this server.
 func (c *Cluster) Role(ctx context.Context) (standby bool, streaming int, err error) {

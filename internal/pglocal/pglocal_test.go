@@ -62,6 +62,9 @@ func TestStandbyFailover(t *testing.T) {
 	if err := primary.Synchronous(ctx, true); err != nil {
 		t.Fatal(err)
 	}
+	if err := primary.WaitStandbyFlushed(ctx); err != nil {
+		t.Fatal(err)
+	}
 	exec := func(c *pglocal.Cluster, q string) error {
 		conn, err := pgx.Connect(ctx, c.URL("scale"))
 		if err != nil {

@@ -42,11 +42,13 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
   chaos-runner run [flags] FILE   run an experiment on this machine (environment: local)
   chaos-runner replay [flags] JOURNAL  run a journal's plan again (same seed, targets, times) and say where the
                                   outcome differs; takes the run flags
-  chaos-runner sweep [--dir DIR] [--bins DIR] [--files N] [--api-rate N] [--seed N] [--only TEXT]
+  chaos-runner sweep [--dir DIR] [--bins DIR] [--files N] [--api-rate N] [--seed N] [--only TEXT] [--ha]
                                   attack every component with every fault class that applies, one cell at a
                                   time (cells whose component or fault contains TEXT with --only); writes
                                   sweep.json and sweep.html (a colored matrix) and names the single points of
-                                  failure; exit 1 if any cell lost or duplicated a file or could not run
+                                  failure; exit 1 if any cell lost or duplicated a file or could not run.
+                                  --ha: every cell with the remedies (a Postgres standby the runner promotes
+                                  when the primary is lost; two API processes behind a load balancer)
   chaos-runner schedule --config FILE [--dir DIR] [--listen ADDR] [--bins DIR]
                                   run experiments on cron expressions, one at a time (a run due while another
                                   runs is skipped), keeping the last runs' journals and reports in DIR
@@ -281,6 +283,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	apiRate := fs.Int("api-rate", 100, "")
 	seed := fs.Uint64("seed", 1, "")
 	only := fs.String("only", "", "")
+	ha := fs.Bool("ha", false, "")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
 		if err == nil {
@@ -311,7 +314,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "chaos-runner: no cell matches %q\n", *only)
 		return runner.ExitError
 	}
-	m, err := sweep.Run(ctx, cells, sweep.Options{Dir: *dir, Bins: bins, Log: log, Files: *files, APIRate: *apiRate, Seed: *seed})
+	m, err := sweep.Run(ctx, cells, sweep.Options{Dir: *dir, Bins: bins, Log: log, Files: *files, APIRate: *apiRate, Seed: *seed, HA: *ha})
 	if err != nil {
 		fmt.Fprintln(stderr, "chaos-runner:", err)
 		return runner.ExitError

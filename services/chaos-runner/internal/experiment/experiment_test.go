@@ -1,9 +1,11 @@
 package experiment
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const good = `name: extract-kills
@@ -66,6 +68,8 @@ func TestBadFilesGetClearErrors(t *testing.T) {
 		{"partition without hosts", "type: process-kill", "type: network-partition\n    duration: 2s", []string{"/method/0", "environment.network: hosts"}},
 		{"queue redelivery without an ack wait", "type: process-kill", "type: queue-redelivery\n    duration: 2s", []string{"/method/0", "needs an ackWait"}},
 		{"queue saturation on nats", "type: nats-node-kill", "type: queue-saturation\n    maxAckPending: 1", []string{"/method/1/target/component", "extract or similarity"}},
+		{"primary of a non-postgres component", "target: {component: extract, mode: one}", "target: {component: extract, mode: primary}", []string{"/method/0/target/mode", "only a postgres target has a primary"}},
+		{"too many API processes", "  natsNodes: 3", "  natsNodes: 3\n  apiReplicas: 9", []string{"line 7", "/environment/apiReplicas"}},
 		{"stream on a consumer fault", "type: process-kill", "type: queue-saturation\n    maxAckPending: 1\n    stream: outcomes\n    duration: 1s", []string{"/method/0/stream"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,6 +120,26 @@ method:
 
 // TestPlanIsFixedBySeed: one seed gives one plan; the picks are instances of
 // the target, without replacement, and the count follows the mode.
+// TestInstances: the names faults target, with a standby and API replicas
+// and without.
+func TestInstances(t *testing.T) {
+	e, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(append(e.Instances("postgres"), e.Instances("api")...), " "); got != "postgres api" {
+		t.Errorf("one server, one API: %s", got)
+	}
+	e.Environment.PostgresStandby, e.Environment.APIReplicas = true, 2
+	if got := strings.Join(append(e.Instances("postgres"), e.Instances("api")...), " "); got != "postgres-1 postgres-2 api-1 api-2" {
+		t.Errorf("a standby, two APIs: %s", got)
+	}
+	e.Method[0] = Fault{Type: "postgres-restart", Target: Target{Component: "postgres", Mode: Primary}, At: Duration(time.Second), Duration: Duration(time.Second)}
+	if s := e.Resolve().Steps[0]; fmt.Sprint(s.Targets) != "[primary]" {
+		t.Errorf("the primary's fault targets %v, want [primary] (resolved when injected)", s.Targets)
+	}
+}
+
 func TestPlanIsFixedBySeed(t *testing.T) {
 	e, err := Parse([]byte(good))
 	if err != nil {

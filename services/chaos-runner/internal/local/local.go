@@ -15,11 +15,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +34,6 @@ import (
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/natsembed"
 	"github.com/scale-dev/scale/internal/objstore"
-	"github.com/scale-dev/scale/internal/pglocal"
 	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/synth"
 	"github.com/scale-dev/scale/internal/transport"
@@ -53,16 +54,20 @@ type Options struct {
 type Env struct {
 	exp     experiment.Experiment
 	opts    Options
-	PG      *pglocal.Cluster
-	PGURL   string
+	pg      *pgServers
+	PGURL   string // every Postgres server, direct (not through the edges), the primary's session
 	NATS    *natsembed.Cluster
 	S3      *versitygw.Server
 	Conn    *transport.Conn
 	Store   *store.Store
-	Files   []string // the workload's source URLs
-	APIAddr string
+	Files   []string    // the workload's source URLs
+	APIAddr string      // where the API is served: its one process, or the load balancer in front of several
 	Lab     *netlab.Lab // the hosts, with network: hosts; nil on loopback
 	env     []string
+	envOf   map[string][]string // settings of one instance on top of env
+	apis    []string            // each API process's address (behind the balancer when more than one)
+	lb      *balancer
+	stopPG  context.CancelFunc // ends the Postgres failover manager
 
 	edges *edges // the proxies network faults are put on
 
@@ -76,7 +81,7 @@ type Env struct {
 // hosts when the experiment asks for them, and every pipeline process but
 // ingest (see StartIngest). On error, whatever was started is stopped.
 func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, err error) {
-	e := &Env{exp: exp, opts: o, procs: map[string]*launcher.Process{}, specs: map[string]launcher.Spec{}, edges: newEdges()}
+	e := &Env{exp: exp, opts: o, procs: map[string]*launcher.Process{}, specs: map[string]launcher.Spec{}, edges: newEdges(), envOf: map[string][]string{}}
 	if n := cgroup.Sweep(); n > 0 {
 		o.Log.Info("removed cgroups left by a runner that died", "count", n)
 	}
@@ -93,13 +98,10 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 		return nil, err
 	}
 
-	if e.PG, err = pglocal.Start(ctx, filepath.Join(o.Dir, "postgres"), pglocal.Options{Durable: true, DieWithParent: true}); err != nil {
+	if e.pg, err = startPostgres(ctx, o.Dir, exp.Environment.PostgresStandby, o.Log); err != nil {
 		return nil, err
 	}
-	if err := e.PG.CreateDatabase(ctx, "scale"); err != nil {
-		return nil, err
-	}
-	e.PGURL = e.PG.URL("scale")
+	e.PGURL = e.pg.url(e.pg.direct(), "read-write")
 	if e.Store, err = store.Open(ctx, e.PGURL, 30*time.Second); err != nil {
 		return nil, err // the runner's own probes connect directly: a fault on the edge does not blind them
 	}
@@ -120,12 +122,21 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 			return nil, fmt.Errorf("hosts: %w", err)
 		}
 	}
-	// Every service reaches Postgres, each NATS node and S3 through an edge.
-	pgAddr := fmt.Sprintf("127.0.0.1:%d", e.PG.Port)
-	pgEdge, err := e.edge("postgres", pgAddr)
-	if err != nil {
-		return nil, err
+	// Every service reaches each Postgres server, each NATS node and S3
+	// through an edge; so does the failover manager's check of each server.
+	var pgEdges, pgChecks []string
+	for i, direct := range e.pg.direct() {
+		a, err := e.edge(e.pg.names[i], direct)
+		if err != nil {
+			return nil, err
+		}
+		pgEdges = append(pgEdges, a)
+		pgChecks = append(pgChecks, e.pg.url([]string{e.edges.proxies[e.pg.names[i]].Listen}, ""))
 	}
+	e.pg.checkURLs = pgChecks
+	var watchCtx context.Context
+	watchCtx, e.stopPG = context.WithCancel(context.WithoutCancel(ctx))
+	go e.pg.watch(watchCtx)
 	var natsURLs []string
 	for i := range n {
 		a, err := e.edge(fmt.Sprintf("nats-%d", i+1), strings.TrimPrefix(e.NATS.ClientURL(i), "nats://"))
@@ -145,38 +156,76 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 		}
 		s3.Endpoint = "http://" + edge
 	}
-	if e.Lab != nil {
-		api, err := e.Lab.AddHost("api")
+	apis := exp.Instances("api")
+	for _, name := range apis {
+		addr, err := e.apiAddr(name)
 		if err != nil {
 			return nil, err
 		}
-		e.APIAddr = netip.AddrPortFrom(api.Addr, 8080).String()
-	} else {
-		port, err := freeport.Get()
-		if err != nil {
-			return nil, err
+		e.apis = append(e.apis, addr)
+		// The API reads: from the standby when there is one, so that the
+		// primary's loss does not reach it; the writers go to the primary.
+		e.envOf[name] = []string{"SCALE_API_ADDR=" + addr, "SCALE_POSTGRES_URL=" + e.pg.url(pgEdges, "prefer-standby")}
+	}
+	e.APIAddr = e.apis[0]
+	if len(apis) > 1 {
+		var ln net.Listener
+		if e.Lab != nil {
+			ln, err = e.Lab.Listen("api-balancer")
+		} else {
+			ln, err = net.Listen("tcp", "127.0.0.1:0")
 		}
-		e.APIAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		if err != nil {
+			return nil, fmt.Errorf("the API's load balancer: %w", err)
+		}
+		e.lb = startBalancer(ln, e.apis, e.Dial)
+		e.APIAddr = ln.Addr().String()
 	}
 	e.env = []string{
 		"SCALE_NATS_URL=" + strings.Join(natsURLs, ","), "SCALE_NATS_DISCOVER=false",
 		"SCALE_NATS_REPLICAS=" + strconv.Itoa(n), "SCALE_NATS_DUPLICATE_WINDOW=2m",
-		"SCALE_POSTGRES_URL=" + strings.Replace(e.PGURL, pgAddr, pgEdge, 1),
+		"SCALE_POSTGRES_URL=" + e.pg.url(pgEdges, "read-write"),
 		"SCALE_OPS_ADDR=127.0.0.1:0", "SCALE_OPS_LOG_LEVEL=warn", "SCALE_OPS_DRAIN_TIMEOUT=10s",
 		"SCALE_INGEST_SOURCE=" + source, "SCALE_STORAGE_ENDPOINT=" + s3.Endpoint, "SCALE_STORAGE_PATH_STYLE=" + strconv.FormatBool(s3.PathStyle),
 		"SCALE_STORAGE_REGION=" + s3.Region, "SCALE_STORAGE_ACCESS_KEY=" + s3.AccessKey, "SCALE_STORAGE_SECRET_KEY=" + s3.SecretKey,
-		"SCALE_API_ADDR=" + e.APIAddr,
 		"SCALE_EXTRACT_CONCURRENCY=" + strconv.Itoa(exp.Environment.ExtractConcurrency),
 		"SCALE_EXTRACT_ACK_WAIT=" + exp.Environment.ExtractAckWait.D().String(),
 		"SCALE_SIMILARITY_ACK_WAIT=5s",
 	}
-	for _, name := range append(exp.Instances("extract"), "similarity", "api") {
+	for _, name := range append(append(exp.Instances("extract"), "similarity"), apis...) {
 		if err := e.start(name); err != nil {
 			return nil, err
 		}
 	}
 	return e, nil
 }
+
+// apiAddr is where an API process listens: port 8080 of its host, or a free
+// port on loopback.
+func (e *Env) apiAddr(name string) (string, error) {
+	if e.Lab != nil {
+		h, err := e.Lab.AddHost(name)
+		if err != nil {
+			return "", err
+		}
+		return netip.AddrPortFrom(h.Addr, 8080).String(), nil
+	}
+	port, err := freeport.Get()
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port), nil
+}
+
+// APIs are the addresses of the API processes (APIAddr is the balancer's
+// when there are several).
+func (e *Env) APIs() []string { return e.apis }
+
+// PostgresPrimary names the Postgres server that is the primary now.
+func (e *Env) PostgresPrimary() string { return e.pg.primaryName() }
+
+// Failovers are the Postgres failovers carried out so far.
+func (e *Env) Failovers() []string { return e.pg.Failovers() }
 
 // edge puts a proxy in front of a server (postgres, s3, nats-2) at
 // upstream and returns the address the services connect to: the proxy's, or
@@ -289,7 +338,7 @@ func (e *Env) start(name string) error {
 		if bin == "" {
 			return fmt.Errorf("no binary for %s", name)
 		}
-		spec = launcher.Spec{Name: name, Binary: bin, Env: e.env, DieWithParent: true}
+		spec = launcher.Spec{Name: name, Binary: bin, Env: append(slices.Clip(e.env), e.envOf[name]...), DieWithParent: true}
 		if e.Lab != nil {
 			h := e.Lab.Host(name)
 			if h == nil {
@@ -335,8 +384,8 @@ func (e *Env) writeState() error {
 	for name, p := range e.procs {
 		st.Processes[name] = p.Pid()
 	}
-	if e.PG != nil && e.PG.Pid() != 0 {
-		st.Processes["postgres"] = e.PG.Pid()
+	if e.pg != nil {
+		maps.Copy(st.Processes, e.pg.pids())
 	}
 	if e.S3 != nil {
 		st.Processes["s3"] = e.S3.Pid()
@@ -389,6 +438,12 @@ func (e *Env) Stop() {
 	if e.Store != nil {
 		e.Store.Close()
 	}
+	if e.lb != nil {
+		e.lb.close()
+	}
+	if e.stopPG != nil {
+		e.stopPG()
+	}
 	if e.edges != nil {
 		e.edges.close()
 	}
@@ -401,8 +456,8 @@ func (e *Env) Stop() {
 	if e.NATS != nil {
 		e.NATS.Shutdown()
 	}
-	if e.PG != nil {
-		if err := e.PG.Stop(); err != nil {
+	if e.pg != nil {
+		if err := e.pg.stop(); err != nil {
 			e.opts.Log.Warn("stopping Postgres", "error", err)
 		}
 	}
@@ -419,6 +474,9 @@ func (e *Env) Inject(ctx context.Context, step experiment.Step) (heal func(conte
 			return nil, step.Targets, err
 		}
 		step.Targets = []string{leader}
+	}
+	if len(step.Targets) == 1 && step.Targets[0] == experiment.Primary {
+		step.Targets = []string{e.pg.primaryName()}
 	}
 	heal, err = e.inject(ctx, step)
 	return heal, step.Targets, err
@@ -470,13 +528,7 @@ func (e *Env) inject(ctx context.Context, step experiment.Step) (heal func(conte
 			}
 			heals = append(heals, h)
 		}
-		return func(ctx context.Context) error {
-			var errs []error
-			for _, h := range heals {
-				errs = append(errs, h(ctx))
-			}
-			return errors.Join(errs...)
-		}, nil
+		return healAll(heals), nil
 	}
 	switch step.Type {
 	case "process-kill":
@@ -547,19 +599,33 @@ func (e *Env) inject(ctx context.Context, step experiment.Step) (heal func(conte
 			return e.writeState()
 		}, nil
 	case "postgres-restart":
-		if err := e.PG.Crash(); err != nil {
-			return nil, err
-		}
-		return func(ctx context.Context) error {
-			if err := e.PG.Restart(ctx); err != nil {
-				return err
+		var heals []func(context.Context) error
+		for _, t := range step.Targets {
+			h, err := e.pg.crash(t)
+			if err != nil {
+				return nil, err
 			}
+			heals = append(heals, h)
+		}
+		heals = append(heals, func(context.Context) error {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			return e.writeState()
-		}, nil
+		})
+		return healAll(heals), nil
 	}
 	return nil, fmt.Errorf("unknown fault type %q", step.Type)
+}
+
+// healAll heals in turn, whatever each heal's error.
+func healAll(heals []func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var errs []error
+		for _, h := range heals {
+			errs = append(errs, h(ctx))
+		}
+		return errors.Join(errs...)
+	}
 }
 
 // Finished counts the files that are a song or a failure row now.

@@ -362,16 +362,28 @@ func (h *Host) Cuts() ([]netip.Addr, error) {
 // address are carried to upstream by this process. Hosts reach the
 // component only this way, so a cut of its address is a partition from it.
 func (l *Lab) Forward(component, upstream string) (string, error) {
+	ln, err := l.Listen(component)
+	if err != nil {
+		return "", err
+	}
+	go serveForward(ln, upstream)
+	return ln.Addr().String(), nil
+}
+
+// Listen listens on the switch at a component's address (given it on first
+// use), on a port of the kernel's choice, for a component this process
+// serves itself (a forwarder, the API's load balancer). Close closes it.
+func (l *Lab) Listen(component string) (net.Listener, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	addr, ok := l.forward[component]
 	if !ok {
 		n := firstForward + len(l.forward)
 		if n >= firstHost {
-			return "", errors.New("no address left for another forwarded component")
+			return nil, errors.New("no address left for another forwarded component")
 		}
 		if err := l.addAddr(n); err != nil {
-			return "", err
+			return nil, err
 		}
 		addr = address(n)
 		l.forward[component] = addr
@@ -382,11 +394,10 @@ func (l *Lab) Forward(component, upstream string) (string, error) {
 		return err
 	})
 	if err != nil {
-		return "", fmt.Errorf("forwarding %s: %w", component, err)
+		return nil, fmt.Errorf("listening for %s on the switch: %w", component, err)
 	}
 	l.closers = append(l.closers, ln)
-	go serveForward(ln, upstream)
-	return ln.Addr().String(), nil
+	return ln, nil
 }
 
 // serveForward carries every connection accepted on ln to upstream until ln

@@ -175,14 +175,19 @@ func envClient(env *local.Env, timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: env.Dial}}
 }
 
-// apiReady reports whether the API answers /readyz.
+// apiReady reports whether every API process answers /readyz.
 func apiReady(env *local.Env) bool {
 	c := envClient(env, time.Second)
 	defer c.CloseIdleConnections()
-	resp, err := c.Get("http://" + env.APIAddr + "/readyz")
-	if err != nil {
-		return false
+	for _, addr := range env.APIs() {
+		resp, err := c.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false
+		}
 	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return true
 }

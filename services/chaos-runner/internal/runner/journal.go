@@ -41,6 +41,9 @@ type Journal struct {
 	ExitCode        int                       `json:"exit_code"`
 	Error           string                    `json:"error,omitempty"`
 	Reasons         []string                  `json:"reasons,omitempty"` // why it did not pass
+	// Failovers are the Postgres failovers the environment's failover
+	// manager carried out during the run.
+	Failovers []string `json:"postgres_failovers,omitempty"`
 	// Events are the run's chaos.* events as read back from the CHAOS stream
 	// at the end: what any subscriber saw.
 	Events []events.Chaos `json:"events,omitempty"`
@@ -143,6 +146,9 @@ func (j *Journal) Summary() string {
 		}
 	}
 	fmt.Fprintf(&b, "  faults: %d of %d injected, %d recovered (slowest recovery %.2f s)\n", injected, len(j.Faults), recovered, slowest)
+	for _, f := range j.Failovers {
+		fmt.Fprintf(&b, "  Postgres failover: %s\n", f)
+	}
 	if j.Accounting != nil {
 		fmt.Fprintf(&b, "  accounting: %s\n", j.Accounting)
 	}

@@ -216,6 +216,37 @@ func TestPostgresCrashed(t *testing.T) {
 	checkExact(t, j)
 }
 
+// TestShippedPostgresFailover runs experiments/postgres-failover.yaml as
+// shipped: the primary crashes under load and stays down past its
+// standby's promotion; extraction resumes on the promoted standby before the
+// former primary is back (as a standby), the API (two processes reading from
+// the standby, behind the balancer) answers every request, a killed API
+// process costs no request either, and nothing is lost or duplicated.
+func TestShippedPostgresFailover(t *testing.T) {
+	doc, err := os.ReadFile("../../../../experiments/postgres-failover.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := runFile(t, doc)
+	if j.ExitCode != ExitPassed {
+		t.Errorf("exit %d (%s), want 0: %v", j.ExitCode, j.Verdict, j.Reasons)
+	}
+	if len(j.Failovers) != 1 || len(j.Faults) != 2 || fmt.Sprint(j.Faults[0].Step.Targets) != "[postgres-1]" {
+		t.Fatalf("failovers %q, faults %+v: want the primary postgres-1 crashed and one failover", j.Failovers, j.Faults)
+	}
+	crash := j.Faults[0]
+	if crash.Healed == nil {
+		t.Fatal("the crashed primary was not healed")
+	}
+	// The promotion comes 1 s after the crash; give the writers 2 s more to
+	// find the new primary. Files finishing after that and before the
+	// former primary is back were written to the promoted standby.
+	if n := finishedBetween(j, crash.Injected+3, *crash.Healed); n == 0 {
+		t.Errorf("no file finished between %.1f s and the heal at %.1f s: extraction did not resume on the promoted standby", crash.Injected+3, *crash.Healed)
+	}
+	checkExact(t, j)
+}
+
 const abortOnPause = `name: abort-on-pause
 seed: 1
 environment: {type: local, extractWorkers: 2}

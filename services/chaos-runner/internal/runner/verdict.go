@@ -195,6 +195,7 @@ func (r *run) judge(ctx context.Context, aborted string) {
 		}
 	}
 
+	j.Failovers = r.env.Failovers()
 	acc, err := accounting.Check(ctx, r.env.Store, r.env.Conn.JS, r.env.Files)
 	if err != nil {
 		j.Reasons = append(j.Reasons, "accounting could not be read: "+err.Error())

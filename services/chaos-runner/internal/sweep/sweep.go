@@ -56,6 +56,7 @@ func Cells() []Cell {
 	one := func(c string) experiment.Target { return experiment.Target{Component: c, Mode: "one"} }
 	all := func(c string) experiment.Target { return experiment.Target{Component: c, Mode: "all"} }
 	latency := func(f *experiment.Fault) { f.Latency = experiment.Duration(100 * time.Millisecond) }
+	primary := experiment.Target{Component: "postgres", Mode: experiment.Primary} // the only server, or the primary of two
 	cells := []Cell{
 		cell("ingest", "process-kill", one("ingest"), nil),
 		cell("extract (one of 2)", "process-kill", one("extract"), nil),
@@ -71,9 +72,9 @@ func Cells() []Cell {
 		cell("nats (edges)", "network-latency", all("nats"), latency),
 		cell("nats (one edge of 3)", "network-blackhole", one("nats"), nil),
 		cell("nats (work queue)", "queue-stepdown", one("nats"), func(f *experiment.Fault) { f.Duration = 0 }),
-		cell("postgres", "postgres-restart", one("postgres"), nil),
-		cell("postgres", "network-latency", one("postgres"), latency),
-		cell("postgres", "network-reset", one("postgres"), nil),
+		cell("postgres", "postgres-restart", primary, nil),
+		cell("postgres", "network-latency", primary, latency),
+		cell("postgres", "network-reset", primary, nil),
 		cell("s3", "s3-down", one("s3"), nil),
 		cell("s3", "network-latency", one("s3"), latency),
 	}
@@ -96,6 +97,11 @@ type Options struct {
 	Files   int    // synthetic files per cell (default 4,000)
 	APIRate int    // API requests per second during each cell (default 100)
 	Seed    uint64 // the workload's and every pick's seed
+	// HA runs every cell with the remedies for the single points of failure
+	// of a plain environment: a synchronous Postgres standby that the runner
+	// promotes when the primary is lost, and two API processes behind a load
+	// balancer.
+	HA bool
 }
 
 // Result is one cell of the matrix.
@@ -126,6 +132,7 @@ type Matrix struct {
 	Files   int       `json:"files"`
 	APIRate int       `json:"api_rate"`
 	Seed    uint64    `json:"seed"`
+	HA      bool      `json:"ha"`
 	Cells   []Result  `json:"cells"`
 	SPOFs   []string  `json:"single_points_of_failure"`
 }
@@ -152,6 +159,9 @@ func experimentFor(c Cell, o Options) experiment.Experiment {
 	if c.Env != nil {
 		c.Env(&doc.Environment)
 	}
+	if o.HA {
+		doc.Environment.PostgresStandby, doc.Environment.APIReplicas = true, 2
+	}
 	return doc
 }
 
@@ -164,7 +174,7 @@ func Run(ctx context.Context, cells []Cell, o Options) (*Matrix, error) {
 	if o.APIRate == 0 {
 		o.APIRate = 100
 	}
-	m := &Matrix{Started: time.Now().UTC(), Files: o.Files, APIRate: o.APIRate, Seed: o.Seed}
+	m := &Matrix{Started: time.Now().UTC(), Files: o.Files, APIRate: o.APIRate, Seed: o.Seed, HA: o.HA}
 	for i, c := range cells {
 		if ctx.Err() != nil {
 			break
@@ -384,7 +394,7 @@ td.ok{background:#dafbe1}td.degraded{background:#fff8c5}td.stopped{background:#f
 td b{display:block;font-size:1.1em}
 </style></head><body>
 <h1>Resilience sweep</h1>
-<p>{{.Files}} synthetic files and {{.APIRate}} API requests/s per cell, seed {{.Seed}}; {{len .Cells}} cells from {{.Started.Format "2006-01-02 15:04"}} to {{.Ended.Format "15:04"}} UTC.
+<p>{{if .HA}}With the remedies: a Postgres standby promoted by the runner, two API processes behind a load balancer. {{else}}One Postgres server, one API process. {{end}}{{.Files}} synthetic files and {{.APIRate}} API requests/s per cell, seed {{.Seed}}; {{len .Cells}} cells from {{.Started.Format "2006-01-02 15:04"}} to {{.Ended.Format "15:04"}} UTC.
 Each cell: one fault for 4 s from 1.5 s into the workload. <b>ok</b> · <b>degraded</b>: under half the rate, over 1 % API errors, or an API p99 over 1 s · <b>stopped</b>: under 15 % of the rate, or half the API requests failing or unanswered · <b>lost</b>: a file lost or counted twice.</p>
 <h2>Single points of failure</h2>
 {{if .SPOFs}}<ul>{{range .SPOFs}}<li>{{.}}</li>{{end}}</ul>{{else}}<p>None found.</p>{{end}}
@@ -399,7 +409,11 @@ files {{rate .Baseline}} → {{rate .During}}<br>API answered {{pct .APIAnswered
 // failure.
 func (m *Matrix) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "sweep: %d cells in %s\n", len(m.Cells), m.Ended.Sub(m.Started).Round(time.Second))
+	env := "one Postgres server, one API process"
+	if m.HA {
+		env = "a Postgres standby, two API processes"
+	}
+	fmt.Fprintf(&b, "sweep (%s): %d cells in %s\n", env, len(m.Cells), m.Ended.Sub(m.Started).Round(time.Second))
 	for _, c := range m.Cells {
 		fmt.Fprintf(&b, "  %-9s %-22s %-18s dip %-5s API answered %-5s errors %-5s p99 %-6s recovery %-6s %s\n", c.Verdict, c.Component, c.Fault,
 			pctText(c.Dip), pctText(c.APIAnswered), pctText(c.APIErrors), secsText(c.APIP99), secsText(c.Recovery), map[bool]string{true: "exact", false: c.Accounting}[c.Exact])
