@@ -48,7 +48,8 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
                                   sweep.json and sweep.html (a colored matrix) and names the single points of
                                   failure; exit 1 if any cell lost or duplicated a file or could not run.
                                   --ha: every cell with the remedies (a Postgres standby the runner promotes
-                                  when the primary is lost; two API processes behind a load balancer)
+                                  when the primary is lost; two API processes and two S3 gateways, each pair
+                                  behind a load balancer)
   chaos-runner schedule --config FILE [--dir DIR] [--listen ADDR] [--bins DIR]
                                   run experiments on cron expressions, one at a time (a run due while another
                                   runs is skipped), keeping the last runs' journals and reports in DIR

@@ -56,6 +56,7 @@ type Environment struct {
 	// the driver promotes when the primary is lost (see local.pgServers).
 	PostgresStandby bool `json:"postgresStandby,omitempty"`
 	APIReplicas     int  `json:"apiReplicas,omitempty"` // API processes, behind the driver's load balancer when more than one
+	S3Gateways      int  `json:"s3Gateways,omitempty"`  // versitygw gateways over the corpus, behind the driver's load balancer when more than one
 }
 
 // Hosts is the network that runs each pipeline process on a host of its own
@@ -216,6 +217,8 @@ func (e Experiment) instances(component string) int {
 		return e.Environment.NATSNodes
 	case "api":
 		return e.Environment.APIReplicas
+	case "s3":
+		return e.Environment.S3Gateways
 	case "postgres":
 		if e.Environment.PostgresStandby {
 			return 2
@@ -309,6 +312,9 @@ func (e *Experiment) defaults() {
 	if e.Environment.APIReplicas == 0 {
 		e.Environment.APIReplicas = 1
 	}
+	if e.Environment.S3Gateways == 0 {
+		e.Environment.S3Gateways = 1
+	}
 	if e.Environment.ExtractConcurrency == 0 {
 		e.Environment.ExtractConcurrency = 2
 	}
@@ -398,6 +404,9 @@ func (e Experiment) check(lines map[string]int) Errors {
 		}
 		if f.Type == "s3-down" && e.Workload.Corpus.S3 != nil {
 			add(p, "s3-down stops the run's own S3 server; this workload's bucket is somebody else's")
+		}
+		if i == 0 && e.Environment.S3Gateways > 1 && e.Workload.Corpus.S3 != nil {
+			add("/environment/s3Gateways", "gateways are the run's own; this workload's bucket is somebody else's")
 		}
 		if c == "s3" && edge && !e.Workload.Corpus.ProxiedS3() {
 			add(p, "the edge to an HTTPS S3 endpoint is not proxied, so no network fault can go on it")

@@ -11,13 +11,14 @@ import (
 	"time"
 )
 
-// balancer spreads the API load over the API processes, as a Kubernetes
-// Service or a cloud load balancer does in production, and does what such
-// balancers do about a failing backend (Envoy's retry policy and outlier
-// detection): a request that could not be delivered, took longer than
-// tryTimeout or got a 5xx is tried on another backend, and the failing
-// backend gets no traffic for ejectFor. Only the API's reads go through it,
-// and every one of them is a GET, safe to send twice.
+// balancer spreads requests over several API processes, or several S3
+// gateways, as a Kubernetes Service or a cloud load balancer does in
+// production, and does what such balancers do about a failing backend
+// (Envoy's retry policy and outlier detection): a request that could not be
+// delivered, took longer than tryTimeout or got a 5xx is tried on another
+// backend, and the failing backend gets no traffic for ejectFor. Only reads
+// go through it (the API's GETs; the workers' S3 GETs, HEADs and listings),
+// each safe to send twice, so it forwards no request body.
 type balancer struct {
 	backends []string // host:port of each API process
 	client   *http.Client
@@ -115,6 +116,7 @@ func (b *balancer) try(r *http.Request, backend string) (int, http.Header, []byt
 		return 0, nil, nil, err
 	}
 	out.Header = r.Header.Clone()
+	out.Host = r.Host // an S3 request's signature covers its Host
 	resp, err := b.client.Do(out)
 	if err != nil {
 		return 0, nil, nil, err

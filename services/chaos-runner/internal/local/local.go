@@ -57,7 +57,8 @@ type Env struct {
 	pg      *pgServers
 	PGURL   string // every Postgres server, direct (not through the edges), the primary's session
 	NATS    *natsembed.Cluster
-	S3      *versitygw.Server
+	s3      map[string]*versitygw.Server // the run's own S3 gateways by instance name (s3, or s3-1, s3-2)
+	s3lb    *balancer                    // in front of the gateways when there are several
 	Conn    *transport.Conn
 	Store   *store.Store
 	Files   []string    // the workload's source URLs
@@ -268,10 +269,30 @@ func (e *Env) workload(ctx context.Context) (objstore.S3Config, string, error) {
 		if err != nil {
 			return cfg, "", err
 		}
-		if e.S3, err = versitygw.Start(filepath.Dir(dir), filepath.Join(e.opts.Dir, "logs", "versitygw.log"), versitygw.Options{DieWithParent: true}); err != nil {
-			return cfg, "", err
+		// Gateways over one folder serve the same objects: versitygw's
+		// posix backend keeps no state of its own, so several behind a
+		// balancer is how it is run without a single point of failure.
+		e.s3 = map[string]*versitygw.Server{}
+		var addrs []string
+		for _, name := range e.exp.Instances("s3") {
+			log := filepath.Join(e.opts.Dir, "logs", strings.Replace(name, "s3", "versitygw", 1)+".log")
+			gw, err := versitygw.Start(filepath.Dir(dir), log, versitygw.Options{DieWithParent: true})
+			if err != nil {
+				return cfg, "", err
+			}
+			e.s3[name] = gw
+			cfg = gw.Config
+			addrs = append(addrs, gw.Addr)
 		}
-		cfg, source = e.S3.Config, "s3://"+filepath.Base(dir)
+		source = "s3://" + filepath.Base(dir)
+		if len(addrs) > 1 {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return cfg, "", fmt.Errorf("the S3 gateways' load balancer: %w", err)
+			}
+			e.s3lb = startBalancer(ln, addrs, (&net.Dialer{}).DialContext)
+			cfg.Endpoint = "http://" + ln.Addr().String()
+		}
 	}
 	client, err := objstore.New(ctx, cfg)
 	if err != nil {
@@ -387,8 +408,8 @@ func (e *Env) writeState() error {
 	if e.pg != nil {
 		maps.Copy(st.Processes, e.pg.pids())
 	}
-	if e.S3 != nil {
-		st.Processes["s3"] = e.S3.Pid()
+	for name, gw := range e.s3 {
+		st.Processes[name] = gw.Pid()
 	}
 	for name, p := range e.edges.proxies {
 		st.Proxies[name] = p.Listen
@@ -450,8 +471,11 @@ func (e *Env) Stop() {
 	if e.Lab != nil {
 		e.Lab.Close()
 	}
-	if e.S3 != nil {
-		e.S3.Stop()
+	if e.s3lb != nil {
+		e.s3lb.close()
+	}
+	for _, gw := range e.s3 {
+		gw.Stop()
 	}
 	if e.NATS != nil {
 		e.NATS.Shutdown()
@@ -586,18 +610,17 @@ func (e *Env) inject(ctx context.Context, step experiment.Step) (heal func(conte
 		}
 		return func(context.Context) error { return nil }, nil // the workers stay
 	case "s3-down":
-		if e.S3 == nil {
-			return nil, errors.New("the workload's S3 is not the run's own")
-		}
-		e.S3.Stop()
-		return func(context.Context) error {
-			if err := e.S3.Restart(); err != nil {
-				return err
+		var heals []func(context.Context) error
+		for _, t := range step.Targets {
+			gw := e.s3[t]
+			if gw == nil {
+				return nil, fmt.Errorf("%s is not one of the run's own S3 gateways", t)
 			}
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			return e.writeState()
-		}, nil
+			gw.Stop()
+			heals = append(heals, func(context.Context) error { return gw.Restart() })
+		}
+		heals = append(heals, e.stateHeal)
+		return healAll(heals), nil
 	case "postgres-restart":
 		var heals []func(context.Context) error
 		for _, t := range step.Targets {
@@ -607,14 +630,17 @@ func (e *Env) inject(ctx context.Context, step experiment.Step) (heal func(conte
 			}
 			heals = append(heals, h)
 		}
-		heals = append(heals, func(context.Context) error {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			return e.writeState()
-		})
+		heals = append(heals, e.stateHeal)
 		return healAll(heals), nil
 	}
 	return nil, fmt.Errorf("unknown fault type %q", step.Type)
+}
+
+// stateHeal writes StateFile again after a heal started processes anew.
+func (e *Env) stateHeal(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.writeState()
 }
 
 // healAll heals in turn, whatever each heal's error.

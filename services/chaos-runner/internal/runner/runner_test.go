@@ -247,6 +247,27 @@ func TestShippedPostgresFailover(t *testing.T) {
 	checkExact(t, j)
 }
 
+// TestShippedS3GatewayDown runs experiments/s3-gateway-down.yaml as
+// shipped: one of two S3 gateways killed for 5 s; extraction carries on
+// through the other (with one gateway it stops: TestS3Down) and nothing is
+// lost.
+func TestShippedS3GatewayDown(t *testing.T) {
+	doc, err := os.ReadFile("../../../../experiments/s3-gateway-down.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := runFile(t, doc)
+	f := checkHealed(t, j)
+	if tg := fmt.Sprint(f.Step.Targets); tg != "[s3-1]" && tg != "[s3-2]" {
+		t.Errorf("targets %s, want one of the two gateways", tg)
+	}
+	// A second into the fault the balancer has ejected the dead gateway.
+	if n := finishedBetween(j, f.Injected+1, *f.Healed); n < 100 {
+		t.Errorf("%d files finished while a gateway was down (from 1 s in): extraction did not go on through the other", n)
+	}
+	checkExact(t, j)
+}
+
 const abortOnPause = `name: abort-on-pause
 seed: 1
 environment: {type: local, extractWorkers: 2}

@@ -99,8 +99,8 @@ type Options struct {
 	Seed    uint64 // the workload's and every pick's seed
 	// HA runs every cell with the remedies for the single points of failure
 	// of a plain environment: a synchronous Postgres standby that the runner
-	// promotes when the primary is lost, and two API processes behind a load
-	// balancer.
+	// promotes when the primary is lost, and two API processes and two S3
+	// gateways, each pair behind a load balancer.
 	HA bool
 }
 
@@ -160,7 +160,7 @@ func experimentFor(c Cell, o Options) experiment.Experiment {
 		c.Env(&doc.Environment)
 	}
 	if o.HA {
-		doc.Environment.PostgresStandby, doc.Environment.APIReplicas = true, 2
+		doc.Environment.PostgresStandby, doc.Environment.APIReplicas, doc.Environment.S3Gateways = true, 2, 2
 	}
 	return doc
 }
@@ -394,7 +394,7 @@ td.ok{background:#dafbe1}td.degraded{background:#fff8c5}td.stopped{background:#f
 td b{display:block;font-size:1.1em}
 </style></head><body>
 <h1>Resilience sweep</h1>
-<p>{{if .HA}}With the remedies: a Postgres standby promoted by the runner, two API processes behind a load balancer. {{else}}One Postgres server, one API process. {{end}}{{.Files}} synthetic files and {{.APIRate}} API requests/s per cell, seed {{.Seed}}; {{len .Cells}} cells from {{.Started.Format "2006-01-02 15:04"}} to {{.Ended.Format "15:04"}} UTC.
+<p>{{if .HA}}With the remedies: a Postgres standby promoted by the runner, two API processes and two S3 gateways behind load balancers. {{else}}One Postgres server, one API process, one S3 gateway. {{end}}{{.Files}} synthetic files and {{.APIRate}} API requests/s per cell, seed {{.Seed}}; {{len .Cells}} cells from {{.Started.Format "2006-01-02 15:04"}} to {{.Ended.Format "15:04"}} UTC.
 Each cell: one fault for 4 s from 1.5 s into the workload. <b>ok</b> · <b>degraded</b>: under half the rate, over 1 % API errors, or an API p99 over 1 s · <b>stopped</b>: under 15 % of the rate, or half the API requests failing or unanswered · <b>lost</b>: a file lost or counted twice.</p>
 <h2>Single points of failure</h2>
 {{if .SPOFs}}<ul>{{range .SPOFs}}<li>{{.}}</li>{{end}}</ul>{{else}}<p>None found.</p>{{end}}
@@ -409,9 +409,9 @@ files {{rate .Baseline}} → {{rate .During}}<br>API answered {{pct .APIAnswered
 // failure.
 func (m *Matrix) Summary() string {
 	var b strings.Builder
-	env := "one Postgres server, one API process"
+	env := "one Postgres server, one API process, one S3 gateway"
 	if m.HA {
-		env = "a Postgres standby, two API processes"
+		env = "a Postgres standby, two API processes, two S3 gateways"
 	}
 	fmt.Fprintf(&b, "sweep (%s): %d cells in %s\n", env, len(m.Cells), m.Ended.Sub(m.Started).Round(time.Second))
 	for _, c := range m.Cells {
