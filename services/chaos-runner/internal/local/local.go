@@ -151,11 +151,17 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 		if err != nil {
 			return nil, err
 		}
-		edge, err := e.edge("s3", u.Host)
+		addr := u.Host
+		switch {
+		case e.s3lb == nil:
+			addr, err = e.edge("s3", u.Host)
+		case e.Lab != nil: // the gateways' edges are behind the balancer
+			addr, err = e.Lab.Forward("s3", u.Host)
+		}
 		if err != nil {
 			return nil, err
 		}
-		s3.Endpoint = "http://" + edge
+		s3.Endpoint = "http://" + addr
 	}
 	apis := exp.Instances("api")
 	for _, name := range apis {
@@ -283,6 +289,15 @@ func (e *Env) workload(ctx context.Context) (objstore.S3Config, string, error) {
 			e.s3[name] = gw
 			cfg = gw.Config
 			addrs = append(addrs, gw.Addr)
+		}
+		if len(addrs) > 1 {
+			// Each gateway has an edge of its own, between the balancer
+			// and it, where its network faults go.
+			for i, name := range e.exp.Instances("s3") {
+				if addrs[i], err = e.edges.add(name, addrs[i]); err != nil {
+					return cfg, "", err
+				}
+			}
 		}
 		source = "s3://" + filepath.Base(dir)
 		if len(addrs) > 1 {

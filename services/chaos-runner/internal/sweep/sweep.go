@@ -76,7 +76,7 @@ func Cells() []Cell {
 		cell("postgres", "network-latency", primary, latency),
 		cell("postgres", "network-reset", primary, nil),
 		cell("s3", "s3-down", one("s3"), nil),
-		cell("s3", "network-latency", one("s3"), latency),
+		cell("s3", "network-latency", all("s3"), latency), // one gateway, or both
 	}
 	for i := range cells {
 		switch {
