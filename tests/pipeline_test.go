@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bins, err = launcher.Build("..", dir, map[string]string{
+		"ingest":     "./services/ingest/cmd/ingest",
 		"extract":    "./services/extract/cmd/extract",
 		"similarity": "./services/similarity/cmd/similarity",
 		"scale":      "./cmd/scale",

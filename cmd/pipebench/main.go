@@ -13,12 +13,16 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -75,6 +79,7 @@ func run(ctx context.Context) error {
 	s3Proxy := flag.Bool("s3-proxy", false, "with -source s3: read through the proxy even with no latency (the baseline of a latency series: the proxy costs CPU on this machine)")
 	reads := flag.Int("reads", 0, "extract's object reads in flight per process (SCALE_EXTRACT_READS; 0: its default)")
 	cpuQuota := flag.Float64("cpu-quota", 0, "cap each extract process at this many CPUs with a cgroup (0.2: a fifth of a core), to show scale-out on a small machine")
+	traces := flag.String("traces", "off", "tracing in every service: off, or the share of files traced (0.01, 1), exported over OTLP/HTTP to a sink in this process")
 	flag.Parse()
 	if *source != "folder" && *source != "s3" {
 		return fmt.Errorf("-source must be folder or s3, not %q", *source)
@@ -135,6 +140,22 @@ func run(ctx context.Context) error {
 	if *reads > 0 {
 		env = append(env, "SCALE_EXTRACT_READS="+strconv.Itoa(*reads))
 	}
+	if *traces != "off" {
+		ratio, err := strconv.ParseFloat(*traces, 64)
+		if err != nil || ratio <= 0 || ratio > 1 {
+			return fmt.Errorf("-traces must be off or a share in (0, 1], not %q", *traces)
+		}
+		sink, err := otlpSink()
+		if err != nil {
+			return err
+		}
+		defer sink.report()
+		// Ingest starts each file's trace and decides whether it is
+		// sampled; extract and similarity follow its decision.
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+sink.url, "OTEL_TRACES_SAMPLER=parentbased_traceidratio",
+			"OTEL_TRACES_SAMPLER_ARG="+*traces)
+		fmt.Printf("pipebench: tracing %s of the files, exported over OTLP/HTTP\n", *traces)
+	}
 	b := bench{tmp: tmp, cluster: cluster, gw: gw, bins: bins, env: env, files: len(files), concurrency: *concurrency, cpuQuota: *cpuQuota}
 	if *cpuQuota > 0 {
 		fmt.Printf("pipebench: each extract process capped at %.2f CPU\n", *cpuQuota)
@@ -150,6 +171,34 @@ func run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// sink is an OTLP/HTTP endpoint that takes every export and keeps only
+// their count and size: the services pay the whole cost of tracing, the
+// sink nothing worth measuring.
+type sink struct {
+	url            string
+	exports, bytes atomic.Int64
+}
+
+func otlpSink() (*sink, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &sink{url: "http://" + ln.Addr().String()}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		s.exports.Add(1)
+		s.bytes.Add(n)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	})}
+	go srv.Serve(ln) //nolint:errcheck // lives as long as pipebench
+	return s, nil
+}
+
+func (s *sink) report() {
+	fmt.Printf("RESULT traces exported: %d requests, %.1f MB\n", s.exports.Load(), float64(s.bytes.Load())/1e6)
 }
 
 // parseCeiling parses every file in memory, on one core and on all cores.

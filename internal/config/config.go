@@ -17,6 +17,7 @@ import (
 
 	"github.com/scale-dev/scale/internal/buildinfo"
 	"github.com/scale-dev/scale/internal/objstore"
+	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/pkg/events"
 )
 
@@ -77,7 +78,7 @@ func (o Ops) Logger(service string) *slog.Logger {
 }
 
 func newLogger(service string, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).
+	return slog.New(telemetry.LogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))).
 		With("service", service, "version", buildinfo.Version())
 }
 

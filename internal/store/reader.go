@@ -26,6 +26,7 @@ func OpenReader(ctx context.Context, url string) (*Reader, error) {
 		return nil, fmt.Errorf("parsing database URL: %w", err)
 	}
 	cfg.MaxConns = int32(max(4, 2*runtime.GOMAXPROCS(0)))
+	traced(cfg)
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		_, err := c.Exec(ctx, "SET ROLE scale_reader; SET default_transaction_read_only = on")
 		return err

@@ -12,10 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/scale-dev/scale/internal/gm"
+	"github.com/scale-dev/scale/internal/telemetry"
 )
 
 //go:embed migrations/*.sql
@@ -33,6 +35,7 @@ func Open(ctx context.Context, url string, wait time.Duration) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing database URL: %w", err)
 	}
+	traced(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating pool: %w", err)
@@ -59,6 +62,14 @@ func Open(ctx context.Context, url string, wait time.Duration) (*Store, error) {
 
 // Close closes the pool.
 func (s *Store) Close() { s.Pool.Close() }
+
+// traced has the pool's queries traced (otelpgx: a span per query, batch
+// and copy, in the caller's trace) when tracing is on.
+func traced(cfg *pgxpool.Config) {
+	if telemetry.Enabled() {
+		cfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithDisableConnectionDetailsInAttributes())
+	}
+}
 
 // Migrate applies every migration not applied yet, in version order, each in its
 // own transaction, under an advisory lock so that processes starting together

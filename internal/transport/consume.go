@@ -10,8 +10,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scale-dev/scale/internal/ops"
+	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/pkg/events"
 )
 
@@ -21,6 +24,10 @@ type Delivery[E events.Event] struct {
 	Msg      jetstream.Msg
 	Event    E
 	Attempts int // 1 on the first delivery
+	// Ctx carries the delivery's span, a child of the trace its message
+	// carried: work on this one message (and the events published about it)
+	// belongs there. It ends when the handler returns.
+	Ctx context.Context
 }
 
 // Handler handles a batch of decoded deliveries. Its context is not cancelled
@@ -166,6 +173,12 @@ func fetchLoop(ctx context.Context, c Consumer, m *consumeMetrics, handle BatchF
 func decoding[E events.Event](name string, log *slog.Logger, m *consumeMetrics, h Handler[E]) BatchFunc {
 	return func(ctx context.Context, msgs []jetstream.Msg) {
 		batch := make([]Delivery[E], 0, len(msgs))
+		var spans []trace.Span
+		defer func() {
+			for _, s := range spans {
+				s.End()
+			}
+		}()
 		for _, msg := range msgs {
 			ev, err := events.Decode[E](msg.Data())
 			if err != nil {
@@ -178,6 +191,12 @@ func decoding[E events.Event](name string, log *slog.Logger, m *consumeMetrics, 
 			if meta, err := msg.Metadata(); err == nil {
 				d.Attempts = int(meta.NumDelivered)
 			}
+			var span trace.Span
+			d.Ctx, span = telemetry.Tracer().Start(telemetry.Extract(ctx, msg.Headers()), "process "+msg.Subject(),
+				trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+					attribute.String("messaging.system", "nats"), attribute.String("messaging.consumer.group.name", name),
+					attribute.String("messaging.message.id", ev.MsgID()), attribute.Int("messaging.delivery.attempts", d.Attempts)))
+			spans = append(spans, span)
 			batch = append(batch, d)
 		}
 		if len(batch) > 0 {

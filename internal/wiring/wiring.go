@@ -25,11 +25,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 )
@@ -61,8 +63,12 @@ type Infra struct {
 	app      *ops.Server
 }
 
-// Mount serves h on the service's AppAddr.
+// Mount serves h on the service's AppAddr (traced with otelhttp when
+// tracing is on).
 func (in *Infra) Mount(h http.Handler) {
+	if telemetry.Enabled() {
+		h = otelhttp.NewHandler(h, "http")
+	}
 	if in.app != nil {
 		in.app.Mount(h)
 	}
@@ -79,6 +85,17 @@ func (in *Infra) AppAddr() string {
 // Run lives the service's life (see the package comment) with body as its
 // work, and returns body's error, or the first failure of the lifecycle.
 func Run(ctx context.Context, svc Service, log *slog.Logger, body func(ctx context.Context, in *Infra) error) error {
+	stopTracing, err := telemetry.Setup(ctx, svc.Name)
+	if err != nil {
+		return err
+	}
+	defer func() { // last: the spans of the drain are flushed too
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(flushCtx); err != nil {
+			log.Warn("flushing traces", "error", err)
+		}
+	}()
 	in := &Infra{Registry: ops.NewRegistry(), Health: ops.NewHealth(), Log: log}
 	servers := make([]*ops.Server, 0, 2)
 	for _, addr := range []string{svc.Ops.Addr, svc.AppAddr} {

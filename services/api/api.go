@@ -51,11 +51,11 @@ const (
 type API struct {
 	inFlight     chan struct{} // a token per request being handled; nil: no limit
 	queryTimeout time.Duration
-	shed     prometheus.Counter
-	db       *store.Reader
-	log      *slog.Logger
-	requests *prometheus.HistogramVec
-	cache    *similarCache
+	shed         prometheus.Counter
+	db           *store.Reader
+	log          *slog.Logger
+	requests     *prometheus.HistogramVec
+	cache        *similarCache
 }
 
 // New returns the API over a read-only database view. Its similar-list cache

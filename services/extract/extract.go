@@ -22,6 +22,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/scale-dev/scale/internal/gm"
@@ -29,6 +31,7 @@ import (
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 )
@@ -166,7 +169,7 @@ func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[eve
 					w.fail(d.Event, "", fmt.Sprintf("internal error while parsing: %v", r), it)
 				}
 			}()
-			w.process(ctx, d.Event, it)
+			w.process(d.Ctx, d.Event, it)
 		}()
 	}
 	wg.Wait()
@@ -174,21 +177,27 @@ func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[eve
 	var failures []store.Failure
 	var extracted []events.Extracted
 	var failed []events.Failed
+	var songTraces, failureTraces, traces []context.Context // each outcome event goes on in its file's trace
 	for _, it := range items {
 		switch {
 		case it.song != nil:
 			songs, extracted = append(songs, *it.song), append(extracted, it.extracted)
+			songTraces = append(songTraces, it.Ctx)
 		case it.failure != nil:
 			failures, failed = append(failures, *it.failure), append(failed, it.failed)
+			failureTraces = append(failureTraces, it.Ctx)
 		}
+		traces = append(traces, it.Ctx)
 	}
+	ctx, span := telemetry.StartBatch(ctx, "extract batch", traces, attribute.Int("scale.songs", len(songs)), attribute.Int("scale.failures", len(failures)))
 	err := w.d.Store.SaveOutcomes(ctx, songs, failures)
 	if err == nil {
-		err = transport.PublishBatch(ctx, w.d.JS, events.SubjectExtracted, extracted)
+		err = transport.PublishTraced(ctx, w.d.JS, events.SubjectExtracted, extracted, songTraces)
 	}
 	if err == nil {
-		err = transport.PublishBatch(ctx, w.d.JS, events.SubjectFailed, failed)
+		err = transport.PublishTraced(ctx, w.d.JS, events.SubjectFailed, failed, failureTraces)
 	}
+	telemetry.End(span, err)
 	for _, it := range items {
 		if err != nil && it.retry == nil {
 			it.retry = err // stored or not, a redelivery repeats it idempotently
@@ -196,11 +205,11 @@ func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[eve
 		switch {
 		case it.retry != nil:
 			delay := transport.Backoff(it.Attempts)
-			w.d.Log.Warn("transient error; will retry", "error", it.retry, "attempt", it.Attempts, "retry_in", delay)
+			w.d.Log.WarnContext(it.Ctx, "transient error; will retry", "source", it.Event.Source, "error", it.retry, "attempt", it.Attempts, "retry_in", delay)
 			w.outcomes.WithLabelValues("retry").Inc()
 			_ = it.Msg.NakWithDelay(delay)
 		case it.failure != nil:
-			w.d.Log.Info("file failed", "source", it.failure.SourceKey, "reason", it.failure.Reason)
+			w.d.Log.InfoContext(it.Ctx, "file failed", "source", it.failure.SourceKey, "reason", it.failure.Reason)
 			w.outcomes.WithLabelValues("failed").Inc()
 			_ = it.Msg.Term()
 		default:
@@ -217,7 +226,9 @@ func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[eve
 // process fetches and parses one file and fills in its outcome: a song, a
 // failure (the file is bad), or a transient error.
 func (w *Worker) process(ctx context.Context, ev events.Discovered, it *item) {
-	data, err := w.d.Objects.Get(ctx, ev.Source, midiparse.MaxFileSize)
+	rctx, read := telemetry.Tracer().Start(ctx, "read", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attribute.String("scale.source", ev.Source)))
+	data, err := w.d.Objects.Get(rctx, ev.Source, midiparse.MaxFileSize)
+	telemetry.End(read, err)
 	if errors.Is(err, objstore.ErrNotFound) || errors.Is(err, objstore.ErrTooLarge) {
 		w.fail(ev, "", err.Error(), it)
 		return
@@ -228,7 +239,9 @@ func (w *Worker) process(ctx context.Context, ev events.Discovered, it *item) {
 	}
 	sum := md5.Sum(data)
 	id := hex.EncodeToString(sum[:])
+	_, parse := telemetry.Tracer().Start(ctx, "parse")
 	profile, perr := midiparse.Parse(data)
+	telemetry.End(parse, perr)
 	if perr != nil {
 		w.fail(ev, id, perr.Error(), it)
 		return

@@ -17,11 +17,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 )
@@ -115,21 +118,32 @@ func Run(ctx context.Context, d Deps, opts Options) (Result, error) {
 	// batch's rows, and publications that wait for their acknowledgements
 	// together (see docs/benchmarks.md for the effect).
 	batch := make([]store.DiscoveredFile, 0, batchSize)
-	flushOnce := func() error {
+	flushOnce := func() (err error) {
 		if len(batch) == 0 {
 			return nil
 		}
+		ctx, span := telemetry.Tracer().Start(ctx, "ingest batch", trace.WithAttributes(attribute.Int("scale.files", len(batch))))
+		defer func() { telemetry.End(span, err) }()
 		statuses, err := d.Store.RecordDiscovered(ctx, batch)
 		if err != nil {
 			return err
 		}
 		var pending []events.Discovered
+		var traces []context.Context // each new file starts a trace of its own, which extract and similarity continue
+		var fileSpans []trace.Span
 		for i, f := range batch {
 			if statuses[i] == "pending" {
 				pending = append(pending, events.Discovered{Source: f.SourceKey, MD5: f.MD5, Size: f.Size, Name: f.Name, At: time.Now().UTC()})
+				fctx, fspan := telemetry.Tracer().Start(ctx, "discover", trace.WithNewRoot(), trace.WithLinks(trace.LinkFromContext(ctx)),
+					trace.WithAttributes(attribute.String("scale.source", f.SourceKey)))
+				traces, fileSpans = append(traces, fctx), append(fileSpans, fspan)
 			}
 		}
-		if err := transport.PublishBatch(ctx, d.JS, events.SubjectDiscovered, pending); err != nil {
+		err = transport.PublishTraced(ctx, d.JS, events.SubjectDiscovered, pending, traces)
+		for _, fs := range fileSpans {
+			telemetry.End(fs, err)
+		}
+		if err != nil {
 			return err
 		}
 		res.Published += len(pending)

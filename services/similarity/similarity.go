@@ -22,6 +22,7 @@ import (
 	"github.com/scale-dev/scale/internal/gm"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/store"
+	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/similarity/internal/simindex"
@@ -265,10 +266,14 @@ func (s *Service) Exclusive(ctx context.Context, fn func(context.Context) error)
 // acknowledged after the commit, or redelivered later if the apply failed.
 func (s *Service) handleBatch(ctx context.Context, batch []transport.Delivery[events.Extracted]) {
 	evs := make([]events.Extracted, len(batch))
+	traces := make([]context.Context, len(batch))
 	for i, d := range batch {
-		evs[i] = d.Event
+		evs[i], traces[i] = d.Event, d.Ctx
 	}
-	if err := s.Apply(ctx, evs); err != nil {
+	ctx, span := telemetry.StartBatch(ctx, "similarity apply", traces)
+	err := s.Apply(ctx, evs)
+	telemetry.End(span, err)
+	if err != nil {
 		s.d.Log.Warn("applying songs; will retry", "songs", len(evs), "error", err)
 		for _, d := range batch {
 			_ = d.Msg.NakWithDelay(transport.Backoff(d.Attempts))
