@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/dashboard"
 	"github.com/scale-dev/scale/internal/freeport"
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/testenv"
@@ -72,6 +76,9 @@ func TestScaleOneCommand(t *testing.T) {
 	if code := getJSON(t, "http://"+apiAddr+"/v1/songs?limit=5", &songs); code != 200 || len(songs.Songs) == 0 {
 		t.Errorf("GET /v1/songs: %d with %d songs", code, len(songs.Songs))
 	}
+	t.Run("every metric the dashboard reads is exported", func(t *testing.T) {
+		checkDashboardMetrics(t, "http://"+opsAddr+"/metrics")
+	})
 	if err := proc.Stop(30 * time.Second); err != nil {
 		t.Errorf("scale after SIGTERM: %v, want exit status 0", err)
 	}
@@ -147,5 +154,38 @@ func TestScaleKilledMidRunStartsAgain(t *testing.T) {
 	}
 	if _, err := os.Stat(pid); !os.IsNotExist(err) {
 		t.Errorf("Postgres still running after the second run stopped (%v)", err)
+	}
+}
+
+// checkDashboardMetrics fails the test unless every metric the Grafana
+// dashboard queries (but the chaos runner's, checked in its own module) is
+// among those the service at url exports.
+func checkDashboardMetrics(t *testing.T, url string) {
+	want, err := dashboard.Metrics("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, name := range want {
+		if strings.HasPrefix(name, "scale_chaos_") {
+			continue
+		}
+		checked++
+		if families[name] == nil {
+			t.Errorf("the dashboard queries %s, which scale does not export", name)
+		}
+	}
+	if checked < 10 {
+		t.Errorf("only %d of the dashboard's metrics checked: %v", checked, want)
 	}
 }

@@ -75,7 +75,7 @@ const (
 // returns.
 func Consume[E events.Event](ctx context.Context, js jetstream.JetStream, c Consumer, h Handler[E]) error {
 	name := c.Config.Durable
-	m := newConsumeMetrics(c.Metrics)
+	m := newConsumeMetrics(c.Metrics, name)
 	handle := m.wrap(name, recovering(name, c.Log, m, decoding(name, c.Log, m, h)))
 	for _, mw := range c.Middleware {
 		handle = mw(name, handle)
@@ -190,6 +190,7 @@ func decoding[E events.Event](name string, log *slog.Logger, m *consumeMetrics, 
 			d := Delivery[E]{Msg: msg, Event: ev, Attempts: 1}
 			if meta, err := msg.Metadata(); err == nil {
 				d.Attempts = int(meta.NumDelivered)
+				m.pending.WithLabelValues(name).Set(float64(meta.NumPending))
 			}
 			var span trace.Span
 			d.Ctx, span = telemetry.Tracer().Start(telemetry.Extract(ctx, msg.Headers()), "process "+msg.Subject(),
@@ -240,13 +241,16 @@ func Backoff(attempts int) time.Duration {
 type consumeMetrics struct {
 	batches, messages, poison, panics, fetchErrors *prometheus.CounterVec
 	duration                                       *prometheus.HistogramVec
+	pending                                        *prometheus.GaugeVec
 }
 
-func newConsumeMetrics(reg prometheus.Registerer) *consumeMetrics {
+// newConsumeMetrics registers the consumers' metrics (once per registry)
+// and creates consumer's series.
+func newConsumeMetrics(reg prometheus.Registerer, consumer string) *consumeMetrics {
 	counter := func(name, help string) *prometheus.CounterVec {
-		return ops.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"consumer"}))
+		return ops.Zeroed(ops.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"consumer"})), consumer)
 	}
-	return &consumeMetrics{
+	m := &consumeMetrics{
 		batches:     counter("scale_consumer_batches_total", "Fetched batches handled, by durable consumer."),
 		messages:    counter("scale_consumer_messages_total", "Messages fetched, by durable consumer."),
 		poison:      counter("scale_consumer_poison_total", "Undecodable messages terminated, by durable consumer."),
@@ -256,7 +260,15 @@ func newConsumeMetrics(reg prometheus.Registerer) *consumeMetrics {
 			Name: "scale_consumer_batch_duration_seconds", Help: "Time to handle a fetched batch, by durable consumer.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
 		}, []string{"consumer"})),
+		// The backlog as the consumer itself last saw it (each delivery says
+		// how many messages wait behind it): the queue lag an autoscaler or
+		// a dashboard reads without asking NATS.
+		pending: ops.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "scale_consumer_pending_messages", Help: "Messages waiting for the durable consumer after the last one it was delivered, by consumer.",
+		}, []string{"consumer"})),
 	}
+	m.pending.WithLabelValues(consumer)
+	return m
 }
 
 func (m *consumeMetrics) wrap(name string, next BatchFunc) BatchFunc {

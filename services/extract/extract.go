@@ -97,9 +97,9 @@ func New(d Deps, opts Options) *Worker {
 		opts:  opts,
 		reads: semaphore.NewWeighted(int64(opts.Reads)),
 		bytes: semaphore.NewWeighted(opts.ReadBuffer),
-		outcomes: ops.Register(d.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+		outcomes: ops.Zeroed(ops.Register(d.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scale_extract_messages_total", Help: "midi.discovered messages handled, by outcome (song, failed, retry); undecodable ones are scale_consumer_poison_total.",
-		}, []string{"outcome"})),
+		}, []string{"outcome"})), "song", "failed", "retry"),
 		duration: ops.Register(d.Metrics, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "scale_extract_duration_seconds", Help: "Time to handle one file in its batch: fetch, parse, store, publish, settle.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),

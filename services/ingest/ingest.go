@@ -80,8 +80,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		listed:    ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_listed_total", Help: "MIDI objects listed."})),
 		published: ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_published_total", Help: "midi.discovered events published."})),
 		skipped:   ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "scale_ingest_skipped_total", Help: "Listed files already extracted or failed."})),
-		retries: ops.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scale_ingest_retries_total",
-			Help: "Listings resumed after an S3 error, and batches recorded or published again after a Postgres or NATS error, by step."}, []string{"step"})),
+		retries: ops.Zeroed(ops.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scale_ingest_retries_total",
+			Help: "Listings resumed after an S3 error, and batches recorded or published again after a Postgres or NATS error, by step."}, []string{"step"})), "list", "flush"),
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/scale-dev/scale/internal/dashboard"
 	"github.com/scale-dev/scale/internal/testenv"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
@@ -94,6 +95,31 @@ func TestForbidConcurrency(t *testing.T) {
 	kept, _ := filepath.Glob(filepath.Join(dir, "runs", "second", "*"))
 	if len(kept) != 2 || !strings.HasSuffix(kept[1], "second-004") {
 		t.Errorf("kept %v, want the last 2 runs of second", kept)
+	}
+	// The Grafana dashboard's chaos panels and annotations read these.
+	want, err := dashboard.Metrics("../../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range families {
+		have[f.GetName()] = true
+	}
+	checked := 0
+	for _, name := range want {
+		if strings.HasPrefix(name, "scale_chaos_") {
+			checked++
+			if !have[name] {
+				t.Errorf("the dashboard queries %s, which the schedule does not export", name)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Error("the dashboard reads no chaos metric")
 	}
 }
 
