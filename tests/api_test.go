@@ -53,13 +53,19 @@ func servedCorpus(t *testing.T) (*pipeline, *httptest.Server) {
 // endpoints, until the test ends.
 func (p *pipeline) serveAPI() *httptest.Server {
 	p.t.Helper()
+	return p.serveAPIWith(api.Settings{CacheSongs: 1000})
+}
+
+// serveAPIWith is serveAPI with the given settings.
+func (p *pipeline) serveAPIWith(settings api.Settings) *httptest.Server {
+	p.t.Helper()
 	reader, err := store.OpenReader(context.Background(), p.pgURL)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	p.t.Cleanup(reader.Close)
 	reg := ops.NewRegistry()
-	a := api.New(reader, p.log, reg, api.Settings{CacheSongs: 1000})
+	a := api.New(reader, p.log, reg, settings)
 	p.background("api", a.Run)
 	health := ops.NewHealth()
 	health.SetPhase(ops.Running)

@@ -2,9 +2,6 @@ package tests
 
 import (
 	"context"
-	"io"
-	"net"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -14,11 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/objstore"
+	"github.com/scale-dev/scale/internal/otlprecv"
 	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/internal/testenv"
 	"github.com/scale-dev/scale/pkg/events"
@@ -145,73 +141,34 @@ func checkParents(t *testing.T, source string, trace []tracetest.SpanStub) {
 	}
 }
 
-// otlpReceiver is an OTLP/HTTP trace endpoint: it decodes every export
-// request and keeps its spans, with their service's name.
-type otlpReceiver struct {
+// spansByFile collects received spans, and finds the services in a file's
+// trace.
+type spansByFile struct {
 	mu    sync.Mutex
-	spans []receivedSpan
+	spans []otlprecv.Span
 }
 
-type receivedSpan struct {
-	service, name, traceID string
-	source                 string // the scale.source attribute, if any
-}
-
-func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" {
-		http.Error(w, "want a protobuf POST to /v1/traces", http.StatusBadRequest)
-		return
-	}
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return
-	}
-	var req collectortrace.ExportTraceServiceRequest
-	if err := proto.Unmarshal(body, &req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for _, rs := range req.ResourceSpans {
-		service := ""
-		for _, a := range rs.Resource.GetAttributes() {
-			if a.Key == "service.name" {
-				service = a.Value.GetStringValue()
-			}
-		}
-		for _, ss := range rs.ScopeSpans {
-			for _, s := range ss.Spans {
-				rec := receivedSpan{service: service, name: s.Name, traceID: string(s.TraceId)}
-				for _, a := range s.Attributes {
-					if a.Key == "scale.source" {
-						rec.source = a.Value.GetStringValue()
-					}
-				}
-				o.spans = append(o.spans, rec)
-			}
-		}
-	}
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
-	w.Write(out) //nolint:errcheck // the exporter retries
+func (c *spansByFile) add(s otlprecv.Span) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.spans = append(c.spans, s)
 }
 
 // services lists, for the trace of the file at source, the services that
 // exported spans into it.
-func (o *otlpReceiver) services(source string) []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+func (c *spansByFile) services(source string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	traceID := ""
-	for _, s := range o.spans {
-		if s.name == "discover" && s.source == source {
-			traceID = s.traceID
+	for _, s := range c.spans {
+		if s.Name == "discover" && s.Attrs["scale.source"] == source {
+			traceID = s.TraceID
 		}
 	}
 	var out []string
-	for _, s := range o.spans {
-		if traceID != "" && s.traceID == traceID && !slices.Contains(out, s.service) {
-			out = append(out, s.service)
+	for _, s := range c.spans {
+		if traceID != "" && s.TraceID == traceID && !slices.Contains(out, s.Service) {
+			out = append(out, s.Service)
 		}
 	}
 	slices.Sort(out)
@@ -223,14 +180,12 @@ func (o *otlpReceiver) services(source string) []string {
 // to an OTLP/HTTP endpoint: a file's trace arrives joined across the three
 // processes, its context carried in the NATS message headers.
 func TestTracesOverOTLP(t *testing.T) {
-	recv := &otlpReceiver{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	got := &spansByFile{}
+	recv, err := otlprecv.Start(got.add)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: recv, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln) //nolint:errcheck // closed at the end
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(recv.Close)
 
 	dir := tracedCorpus(t, 10)
 	files, err := corpus.Files(dir)
@@ -238,7 +193,7 @@ func TestTracesOverOTLP(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newPipeline(t, testenv.NATS(t).ClientURL())
-	otel := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + ln.Addr().String(), "OTEL_BSP_SCHEDULE_DELAY=100"}
+	otel := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + recv.URL, "OTEL_BSP_SCHEDULE_DELAY=100"}
 	p.start("similarity", "similarity", otel...)
 	p.start("extract", "extract", otel...)
 	ingest := p.start("ingest", "ingest", append(otel, "SCALE_INGEST_SOURCE="+dir)...)
@@ -261,7 +216,7 @@ func TestTracesOverOTLP(t *testing.T) {
 		t.Fatal("no file became a song")
 	}
 	testenv.Poll(t, "one trace across ingest, extract and similarity", 30*time.Second, func() (bool, []string) {
-		got := recv.services(source)
-		return slices.Equal(got, []string{"extract", "ingest", "similarity"}), got
+		services := got.services(source)
+		return slices.Equal(services, []string{"extract", "ingest", "similarity"}), services
 	})
 }

@@ -13,16 +13,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +35,7 @@ import (
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/midiparse"
 	"github.com/scale-dev/scale/internal/natsembed"
+	"github.com/scale-dev/scale/internal/otlprecv"
 	"github.com/scale-dev/scale/internal/pglocal"
 	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/transport"
@@ -145,14 +142,21 @@ func run(ctx context.Context) error {
 		if err != nil || ratio <= 0 || ratio > 1 {
 			return fmt.Errorf("-traces must be off or a share in (0, 1], not %q", *traces)
 		}
-		sink, err := otlpSink()
+		// The receiver counts the exports without decoding them: the
+		// services pay the whole cost of tracing, pipebench nothing worth
+		// measuring.
+		sink, err := otlprecv.Start(nil)
 		if err != nil {
 			return err
 		}
-		defer sink.report()
+		defer func() {
+			n, bytes := sink.Exports()
+			fmt.Printf("RESULT traces exported: %d requests, %.1f MB\n", n, float64(bytes)/1e6)
+			sink.Close()
+		}()
 		// Ingest starts each file's trace and decides whether it is
 		// sampled; extract and similarity follow its decision.
-		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+sink.url, "OTEL_TRACES_SAMPLER=parentbased_traceidratio",
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+sink.URL, "OTEL_TRACES_SAMPLER=parentbased_traceidratio",
 			"OTEL_TRACES_SAMPLER_ARG="+*traces)
 		fmt.Printf("pipebench: tracing %s of the files, exported over OTLP/HTTP\n", *traces)
 	}
@@ -171,34 +175,6 @@ func run(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// sink is an OTLP/HTTP endpoint that takes every export and keeps only
-// their count and size: the services pay the whole cost of tracing, the
-// sink nothing worth measuring.
-type sink struct {
-	url            string
-	exports, bytes atomic.Int64
-}
-
-func otlpSink() (*sink, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s := &sink{url: "http://" + ln.Addr().String()}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		s.exports.Add(1)
-		s.bytes.Add(n)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	})}
-	go srv.Serve(ln) //nolint:errcheck // lives as long as pipebench
-	return s, nil
-}
-
-func (s *sink) report() {
-	fmt.Printf("RESULT traces exported: %d requests, %.1f MB\n", s.exports.Load(), float64(s.bytes.Load())/1e6)
 }
 
 // parseCeiling parses every file in memory, on one core and on all cores.

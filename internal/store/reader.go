@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -185,4 +186,57 @@ func (r *Reader) SimilarVersion(ctx context.Context) (int64, error) {
 	var v int64
 	err := r.Pool.QueryRow(ctx, "SELECT version FROM similar_songs_version").Scan(&v)
 	return v, err
+}
+
+// Account is the pipeline's ledger as the API reads it (Store.Account's).
+func (r *Reader) Account(ctx context.Context) (Accounting, error) { return account(ctx, r.Pool) }
+
+// FinishedSince counts the files that became a song or a failure in the
+// last d.
+func (r *Reader) FinishedSince(ctx context.Context, d time.Duration) (int64, error) {
+	var n int64
+	err := r.Pool.QueryRow(ctx, "SELECT count(*) FROM discovered_files WHERE finished_at > now() - $1::interval", d.String()).Scan(&n)
+	return n, err
+}
+
+// reasonGroup is a failure reason with its numbers (byte offsets, track
+// numbers, status bytes) masked: the files that failed for the same cause
+// in different places share it.
+const reasonGroup = `regexp_replace(reason, '0x[0-9A-Fa-f]+|[0-9]+', 'N', 'g')`
+
+// FailureGroup is a cause of failure and how many files failed of it.
+type FailureGroup struct {
+	Reason string // with numbers masked as N
+	Files  int64
+}
+
+// FailureGroups lists the causes of failure, the commonest first (at most n).
+func (r *Reader) FailureGroups(ctx context.Context, n int) ([]FailureGroup, error) {
+	rows, err := r.Pool.Query(ctx, `SELECT `+reasonGroup+` AS grp, count(*) FROM failures GROUP BY grp ORDER BY count(*) DESC, grp LIMIT $1`, n)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[FailureGroup])
+}
+
+// FailedFile is a file recorded as a failure.
+type FailedFile struct {
+	Source   string
+	Name     string
+	Reason   string
+	Attempts int
+	FailedAt time.Time
+}
+
+// FailedFiles lists up to n files that failed of a cause (a FailureGroup's
+// Reason; every cause when empty), by source after afterSource.
+func (r *Reader) FailedFiles(ctx context.Context, group, afterSource string, n int) ([]FailedFile, error) {
+	rows, err := r.Pool.Query(ctx, `SELECT f.source_key, d.name, f.reason, f.attempts, f.failed_at
+		FROM failures f JOIN discovered_files d USING (source_key)
+		WHERE ($1 = '' OR `+reasonGroup+` = $1) AND f.source_key > $2
+		ORDER BY f.source_key LIMIT $3`, group, afterSource, n)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[FailedFile])
 }

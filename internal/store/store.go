@@ -302,9 +302,11 @@ func (a Accounting) Balanced() bool {
 }
 
 // Account reads the ledger in one snapshot.
-func (s *Store) Account(ctx context.Context) (Accounting, error) {
+func (s *Store) Account(ctx context.Context) (Accounting, error) { return account(ctx, s.Pool) }
+
+func account(ctx context.Context, db *pgxpool.Pool) (Accounting, error) {
 	var a Accounting
-	err := s.Pool.QueryRow(ctx, `SELECT
+	err := db.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM discovered_files),
 		(SELECT count(*) FROM discovered_files WHERE status = 'pending'),
 		(SELECT count(*) FROM discovered_files WHERE status = 'done'),

@@ -1,5 +1,6 @@
 // Package events holds Scale's wire contracts: the JetStream streams and
-// consumers as code, and the typed, versioned events that travel on them.
+// consumers as code, the typed, versioned events that travel on them, and
+// the chaos runs index the schedule serves to the API.
 // Nothing here knows about Postgres, S3 or any one service.
 package events
 

@@ -35,6 +35,9 @@ type Settings struct {
 	Addr        string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
 	CacheSongs  int    `conf:"default:200000,help:songs whose similar lists are kept in memory (about 0.4 KB each with 10 per list; 0 turns the cache off)"`
 	MaxInFlight int    `conf:"default:512,help:API requests handled at once; beyond it a request gets a fast 503 with Retry-After (load shedding) instead of a growing wait (0: no limit)"`
+	// ChaosURL is a chaos-runner schedule server whose runs the web page
+	// lists and whose reports it shows (relayed under /chaos-reports/).
+	ChaosURL string `conf:"help:address of a chaos-runner schedule server (http://host:9095) whose runs and reports the web page shows; empty: none"`
 	// A request the database does not answer in time gets a 503 instead of
 	// waiting for TCP to notice a server that is gone or cut off, so that a
 	// client (or a load balancer in front of several APIs) can go elsewhere.
@@ -56,6 +59,7 @@ type API struct {
 	log          *slog.Logger
 	requests     *prometheus.HistogramVec
 	cache        *similarCache
+	chaos        *chaosRelay // nil without Settings.ChaosURL
 }
 
 // New returns the API over a read-only database view. Its similar-list cache
@@ -65,7 +69,7 @@ func New(db *store.Reader, log *slog.Logger, reg prometheus.Registerer, s Settin
 	if s.MaxInFlight > 0 {
 		inFlight = make(chan struct{}, s.MaxInFlight)
 	}
-	return &API{db: db, log: log, cache: newSimilarCache(s.CacheSongs, reg), inFlight: inFlight, queryTimeout: s.QueryTimeout,
+	return &API{db: db, log: log, cache: newSimilarCache(s.CacheSongs, reg), inFlight: inFlight, queryTimeout: s.QueryTimeout, chaos: newChaosRelay(s.ChaosURL),
 		shed: ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scale_api_shed_total", Help: "API requests answered 503 at once because MaxInFlight requests were being handled."})),
 		requests: ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -89,6 +93,12 @@ func (a *API) Handler() http.Handler {
 	route("GET /v1/songs", a.songs)
 	route("GET /v1/songs/{id}", a.song)
 	route("GET /v1/songs/{id}/similar", a.similar)
+	route("GET /v1/status", a.status)
+	route("GET /v1/failures", a.failures)
+	route("GET /v1/chaos/runs", a.chaosRuns)
+	if a.chaos != nil {
+		mux.Handle("GET /chaos-reports/", http.StripPrefix("/chaos-reports", a.chaos))
+	}
 	route("GET /v1/", func(*http.Request) (any, error) { return nil, errNotFound("no such endpoint") })
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -97,6 +107,15 @@ func (a *API) Handler() http.Handler {
 	})
 	web, _ := fs.Sub(assets, "web")
 	mux.Handle("GET /", http.FileServerFS(web))
+	// Every view of the web page has an address of its own (History API):
+	// each serves the page, which shows the view its address names.
+	page, _ := assets.ReadFile("web/index.html")
+	for _, view := range webViews {
+		mux.HandleFunc("GET "+view, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Write(page) //nolint:errcheck // client gone
+		})
+	}
 	return mux
 }
 
@@ -279,14 +298,15 @@ func encodeCursor(parts ...string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x00")))
 }
 
-func decodeCursor(r *http.Request, n int) ([]string, error) {
+// decodeCursor reads a cursor of n parts whose last part passes valid.
+func decodeCursor(r *http.Request, n int, valid func(last string) bool) ([]string, error) {
 	v := r.URL.Query().Get("cursor")
 	if v == "" {
 		return nil, nil
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(v)
 	parts := strings.Split(string(raw), "\x00")
-	if err != nil || len(parts) != n || !utf8.Valid(raw) || !isSongID(parts[n-1]) {
+	if err != nil || len(parts) != n || !utf8.Valid(raw) || !valid(parts[n-1]) {
 		return nil, errBadRequest("malformed cursor")
 	}
 	return parts, nil
@@ -343,7 +363,7 @@ func (a *API) instrumentSongs(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	cur, err := decodeCursor(r, 1)
+	cur, err := decodeCursor(r, 1, isSongID)
 	if err != nil {
 		return nil, err
 	}
@@ -392,7 +412,7 @@ func (a *API) songs(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	cur, err := decodeCursor(r, 2)
+	cur, err := decodeCursor(r, 2, isSongID)
 	if err != nil {
 		return nil, err
 	}

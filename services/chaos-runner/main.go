@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/scale-dev/scale/internal/ops"
+	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
@@ -53,8 +54,8 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
   chaos-runner schedule --config FILE [--dir DIR] [--listen ADDR] [--bins DIR]
                                   run experiments on cron expressions, one at a time (a run due while another
                                   runs is skipped), keeping the last runs' journals and reports in DIR
-                                  (default chaos-runs) and serving them, with /metrics, on ADDR
-                                  (default 127.0.0.1:9095)
+                                  (default chaos-runs) and serving them (an index at / and /runs.json),
+                                  with /metrics, on ADDR (default 127.0.0.1:9095)
   chaos-runner stop DIR           stop the run whose --dir is DIR, as SIGINT does: every fault healed, exit 2
   chaos-runner report JOURNAL [HTML]  write the HTML report of a journal (default: beside it, report.html)
   chaos-runner schema             print the JSON Schema of experiment files
@@ -71,8 +72,20 @@ every fault healed), 3 the runner itself failed (or a bad file or flag).
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The runner's own spans (an experiment, each fault) go where the
+	// standard OTEL_* variables say, if anywhere.
+	stopTracing, err := telemetry.Setup(ctx, "chaos-runner")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos-runner:", err)
+		os.Exit(runner.ExitError)
+	}
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := stopTracing(flushCtx); err != nil {
+		fmt.Fprintln(os.Stderr, "chaos-runner: flushing traces:", err)
+	}
+	cancel()
 	os.Exit(code)
 }
 

@@ -57,6 +57,10 @@ type Environment struct {
 	PostgresStandby bool `json:"postgresStandby,omitempty"`
 	APIReplicas     int  `json:"apiReplicas,omitempty"` // API processes, behind the driver's load balancer when more than one
 	S3Gateways      int  `json:"s3Gateways,omitempty"`  // versitygw gateways over the corpus, behind the driver's load balancer when more than one
+	// TraceSample is the share of files the services trace (OpenTelemetry,
+	// exported to the runner), from which the report says where the time
+	// went while each fault lasted; 0 traces nothing. Default 0.1.
+	TraceSample *float64 `json:"traceSample,omitempty"`
 }
 
 // Hosts is the network that runs each pipeline process on a host of its own
@@ -314,6 +318,10 @@ func (e *Experiment) defaults() {
 	}
 	if e.Environment.S3Gateways == 0 {
 		e.Environment.S3Gateways = 1
+	}
+	if e.Environment.TraceSample == nil {
+		tenth := 0.1
+		e.Environment.TraceSample = &tenth
 	}
 	if e.Environment.ExtractConcurrency == 0 {
 		e.Environment.ExtractConcurrency = 2

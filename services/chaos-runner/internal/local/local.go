@@ -34,6 +34,7 @@ import (
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/natsembed"
 	"github.com/scale-dev/scale/internal/objstore"
+	"github.com/scale-dev/scale/internal/otlprecv"
 	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/synth"
 	"github.com/scale-dev/scale/internal/transport"
@@ -69,6 +70,9 @@ type Env struct {
 	apis    []string            // each API process's address (behind the balancer when more than one)
 	lb      *balancer
 	stopPG  context.CancelFunc // ends the Postgres failover manager
+	traces  *otlprecv.Receiver // where the services export their spans; nil when the run traces nothing
+	spansMu sync.Mutex
+	spans   []otlprecv.Span
 
 	edges *edges // the proxies network faults are put on
 
@@ -188,6 +192,10 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 		e.lb = startBalancer(ln, e.apis, e.Dial)
 		e.APIAddr = ln.Addr().String()
 	}
+	otelEnv, err := e.tracing()
+	if err != nil {
+		return nil, err
+	}
 	e.env = []string{
 		"SCALE_NATS_URL=" + strings.Join(natsURLs, ","), "SCALE_NATS_DISCOVER=false",
 		"SCALE_NATS_REPLICAS=" + strconv.Itoa(n), "SCALE_NATS_DUPLICATE_WINDOW=2m",
@@ -199,12 +207,49 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 		"SCALE_EXTRACT_ACK_WAIT=" + exp.Environment.ExtractAckWait.D().String(),
 		"SCALE_SIMILARITY_ACK_WAIT=5s",
 	}
+	e.env = append(e.env, otelEnv...)
 	for _, name := range append(append(exp.Instances("extract"), "similarity"), apis...) {
 		if err := e.start(name); err != nil {
 			return nil, err
 		}
 	}
 	return e, nil
+}
+
+// tracing starts the receiver of the services' spans when the experiment
+// traces (environment.traceSample) and returns the OTEL_* settings that
+// point the services at it: ingest samples that share of the files, the
+// others follow its decision.
+func (e *Env) tracing() ([]string, error) {
+	sample := *e.exp.Environment.TraceSample
+	if sample <= 0 {
+		return nil, nil
+	}
+	var err error
+	if e.traces, err = otlprecv.Start(func(s otlprecv.Span) {
+		e.spansMu.Lock()
+		e.spans = append(e.spans, s)
+		e.spansMu.Unlock()
+	}); err != nil {
+		return nil, fmt.Errorf("the trace receiver: %w", err)
+	}
+	endpoint := e.traces.URL
+	if e.Lab != nil {
+		addr, err := e.Lab.Forward("otel-collector", strings.TrimPrefix(endpoint, "http://"))
+		if err != nil {
+			return nil, err
+		}
+		endpoint = "http://" + addr
+	}
+	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint, "OTEL_TRACES_SAMPLER=parentbased_traceidratio",
+		"OTEL_TRACES_SAMPLER_ARG=" + strconv.FormatFloat(sample, 'f', -1, 64), "OTEL_BSP_SCHEDULE_DELAY=500"}, nil
+}
+
+// Spans are the spans the services have exported so far.
+func (e *Env) Spans() []otlprecv.Span {
+	e.spansMu.Lock()
+	defer e.spansMu.Unlock()
+	return slices.Clone(e.spans)
 }
 
 // apiAddr is where an API process listens: port 8080 of its host, or a free
@@ -476,6 +521,9 @@ func (e *Env) Stop() {
 	}
 	if e.lb != nil {
 		e.lb.close()
+	}
+	if e.traces != nil {
+		e.traces.Close() // after the processes: their last spans are flushed as they stop
 	}
 	if e.stopPG != nil {
 		e.stopPG()

@@ -41,6 +41,9 @@ type Journal struct {
 	ExitCode        int                       `json:"exit_code"`
 	Error           string                    `json:"error,omitempty"`
 	Reasons         []string                  `json:"reasons,omitempty"` // why it did not pass
+	// Stages are where the traced files' time went, before the faults and
+	// in each fault's window (empty when the run traced nothing).
+	Stages []StageWindow `json:"stages,omitempty"`
 	// Failovers are the Postgres failovers the environment's failover
 	// manager carried out during the run.
 	Failovers []string `json:"postgres_failovers,omitempty"`
@@ -87,6 +90,9 @@ type SLOResult struct {
 	Value     *float64 `json:"value"` // nil: no data in that phase
 	Passed    bool     `json:"passed"`
 	Note      string   `json:"note,omitempty"`
+	// Explanation says, for a breach while faults lasted, where the traced
+	// files spent the added time (see StageWindow).
+	Explanation string `json:"explanation,omitempty"`
 }
 
 // AbortRecord says why and when a run was stopped early.

@@ -31,7 +31,26 @@ func (j *Journal) WriteReport(path string) error {
 			}
 			return fmt.Sprintf("%.2f s", *p)
 		},
-		"join": strings.Join,
+		"join":       strings.Join,
+		"stageNames": func() []string { return stageNames },
+		"stageCells": func(w StageWindow) []string {
+			cells := make([]string, len(stageNames))
+			for i, name := range stageNames {
+				cells[i] = "—"
+				for _, s := range w.Stages {
+					if s.Stage == name {
+						cells[i] = fmt.Sprintf("%s (%s), %d", ms(s.Median), ms(s.P90), s.Samples)
+					}
+				}
+			}
+			return cells
+		},
+		"pct": func(p *float64) float64 {
+			if p == nil {
+				return 0
+			}
+			return *p * 100
+		},
 	}).Parse(reportTemplate)
 	if err != nil {
 		return err

@@ -15,7 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/scale-dev/scale/internal/launcher"
+	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
@@ -79,7 +83,13 @@ func Run(ctx context.Context, exp experiment.Experiment, o Options) *Journal {
 	j := &Journal{Run: fmt.Sprintf("%s-%s", exp.Name, start.Format("20060102T150405.000")), ReplayOf: o.ReplayOf,
 		Experiment: exp, Plan: plan, Started: start}
 	r := &run{exp: exp, o: o, j: j}
-	defer func() { j.Ended = time.Now().UTC() }()
+	ctx, span := telemetry.Tracer().Start(ctx, "experiment "+exp.Name, trace.WithAttributes(
+		attribute.String("chaos.run", j.Run), attribute.Int64("chaos.seed", int64(exp.Seed))))
+	defer func() {
+		j.Ended = time.Now().UTC()
+		span.SetAttributes(attribute.String("chaos.verdict", j.Verdict))
+		span.End()
+	}()
 	env, err := local.Start(ctx, exp, local.Options{Dir: o.Dir, Bins: o.Bins, Log: o.Log})
 	if err != nil {
 		return r.fail(err)
@@ -205,7 +215,9 @@ func (r *run) method(ctx context.Context) (aborted string) {
 			return "interrupted: " + context.Cause(ctx).Error()
 		}
 		injected := r.since() // before the injection: a crash takes effect while pg_ctl waits
+		_, faultSpan := telemetry.Tracer().Start(ctx, "fault "+step.Fault, trace.WithAttributes(attribute.String("chaos.fault.type", step.Type)))
 		heal, targets, err := r.env.Inject(ctx, step)
+		faultSpan.SetAttributes(attribute.StringSlice("chaos.targets", targets))
 		step.Targets = targets
 		rec := FaultRecord{Step: step, Injected: injected}
 		if err != nil {
@@ -219,6 +231,7 @@ func (r *run) method(ctx context.Context) (aborted string) {
 		r.o.Log.Info("fault injected", "n", i+1, "of", len(r.j.Plan.Steps), "fault", step.Fault, "type", step.Type, "targets", step.Targets)
 		r.publish(events.Chaos{Kind: events.ChaosInjected, Fault: step.Fault, FaultType: step.Type, Targets: step.Targets})
 		if heal == nil {
+			telemetry.End(faultSpan, err)
 			continue
 		}
 		heals.Add(1)
@@ -236,6 +249,7 @@ func (r *run) method(ctx context.Context) (aborted string) {
 				r.j.Faults[idx].Error = "healing: " + err.Error()
 			}
 			r.mu.Unlock()
+			telemetry.End(faultSpan, err)
 			r.o.Log.Info("fault healed", "fault", step.Fault, "targets", step.Targets, "error", err)
 			r.publish(events.Chaos{Kind: events.ChaosHealed, Fault: step.Fault, FaultType: step.Type, Targets: step.Targets})
 		}()

@@ -311,8 +311,9 @@ func TestAbortHealsAndExits2(t *testing.T) {
 
 // TestPostgresLatencyBreachIsReported runs experiments/postgres-latency.yaml:
 // 200 ms on every answer from Postgres for 6 s. The throughput SLO's breach
-// during the fault is detected and reported (exit 1), the throughput during
-// is a fraction of the baseline, and still nothing is lost.
+// during the fault is detected, reported (exit 1) and explained from the
+// traces, the throughput during is a fraction of the baseline, and still
+// nothing is lost.
 func TestPostgresLatencyBreachIsReported(t *testing.T) {
 	doc, err := os.ReadFile("../../../../experiments/postgres-latency.yaml")
 	if err != nil {
@@ -343,6 +344,16 @@ func TestPostgresLatencyBreachIsReported(t *testing.T) {
 	}
 	if !reported {
 		t.Errorf("reasons %v do not name the throughput breach", j.Reasons)
+	}
+	// The breach is explained from the services' traces: the files that
+	// crossed the fault spent the added time in the stages that talk to
+	// Postgres (every statement waits 200 ms), not reading or parsing.
+	if !strings.Contains(during.Explanation, "extract: store and publish") || strings.Contains(during.Explanation, "extract: read") ||
+		strings.Contains(during.Explanation, "extract: parse") {
+		t.Errorf("the breach is explained as %q; want the store stage named, and not read or parse", during.Explanation)
+	}
+	if len(j.Stages) != 2 || len(j.Stages[0].Stages) == 0 {
+		t.Errorf("stage windows %+v: want the baseline and the fault's", j.Stages)
 	}
 	checkExact(t, j)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -164,6 +165,7 @@ func (r *run) judge(ctx context.Context, aborted string) {
 	phases := r.phases()
 	baseline, _ := r.metric("throughput", j.Samples, phases["baseline"][0], phases["baseline"][1])
 	r.recoveries(baseline)
+	j.Stages = stageWindows(r.env.Spans(), r.t0, j.Faults, phases["baseline"][1])
 	for _, s := range r.exp.SLOs {
 		th, _ := experiment.ParseThreshold(s.Threshold)
 		for _, ph := range s.Phases {
@@ -189,7 +191,16 @@ func (r *run) judge(ctx context.Context, aborted string) {
 				res.Note = "no data in this phase"
 			}
 			if !res.Passed {
-				j.Reasons = append(j.Reasons, fmt.Sprintf("SLO %q failed %s: %s", s.Name, ph, formatValue(s.Metric, v)))
+				reason := fmt.Sprintf("SLO %q failed %s: %s", s.Name, ph, formatValue(s.Metric, v))
+				if ph == "during" && len(j.Stages) > 0 {
+					var why []string
+					for _, f := range j.Faults {
+						why = append(why, explain(j.Stages, f.Step.Fault))
+					}
+					res.Explanation = strings.Join(why, "; ")
+					reason += " — " + res.Explanation
+				}
+				j.Reasons = append(j.Reasons, reason)
 			}
 			j.SLOs = append(j.SLOs, res)
 		}

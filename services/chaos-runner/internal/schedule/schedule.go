@@ -7,6 +7,7 @@ package schedule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -17,13 +18,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
 	"github.com/scale-dev/scale/internal/ops"
+	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
 )
@@ -209,28 +210,21 @@ func (s *Scheduler) keep(name string, j *runner.Journal, work string) error {
 	return nil
 }
 
-// Run is a kept run, as the index lists it.
-type Run struct {
-	Experiment, Name, Verdict string
-	Started                   time.Time
-	ExitCode                  int
-}
-
 // Runs lists the kept runs, newest first.
-func (s *Scheduler) Runs() ([]Run, error) {
+func (s *Scheduler) Runs() ([]events.ChaosRun, error) {
 	paths, err := filepath.Glob(filepath.Join(s.dir, "runs", "*", "*", "journal.json"))
 	if err != nil {
 		return nil, err
 	}
-	var out []Run
+	var out []events.ChaosRun
 	for _, p := range paths {
 		j, err := runner.ReadJournal(p)
 		if err != nil {
 			continue // a run being written
 		}
-		out = append(out, Run{Experiment: filepath.Base(filepath.Dir(filepath.Dir(p))), Name: j.Run, Verdict: j.Verdict, Started: j.Started, ExitCode: j.ExitCode})
+		out = append(out, events.ChaosRun{Experiment: filepath.Base(filepath.Dir(filepath.Dir(p))), Run: j.Run, Verdict: j.Verdict, Started: j.Started, ExitCode: j.ExitCode})
 	}
-	slices.SortFunc(out, func(a, b Run) int { return b.Started.Compare(a.Started) })
+	slices.SortFunc(out, func(a, b events.ChaosRun) int { return b.Started.Compare(a.Started) })
 	return out, nil
 }
 
@@ -240,31 +234,39 @@ var index = template.Must(template.New("index").Parse(`<!doctype html>
 </head><body><h1>Scheduled chaos runs</h1>
 {{if .Running}}<p>Running now: {{.Running}}</p>{{end}}
 <table><tr><th>started</th><th>experiment</th><th>run</th><th>verdict</th><th></th></tr>
-{{range .Runs}}<tr><td>{{.Started.Format "2006-01-02 15:04:05"}}</td><td>{{.Experiment}}</td><td>{{.Name}}</td>
+{{range .Runs}}<tr><td>{{.Started.Format "2006-01-02 15:04:05"}}</td><td>{{.Experiment}}</td><td>{{.Run}}</td>
 <td class="{{.Verdict}}">{{.Verdict}} (exit {{.ExitCode}})</td>
-<td><a href="runs/{{.Experiment}}/{{.Name}}/report.html">report</a> · <a href="runs/{{.Experiment}}/{{.Name}}/journal.json">journal</a></td></tr>
+<td><a href="runs/{{.Experiment}}/{{.Run}}/report.html">report</a> · <a href="runs/{{.Experiment}}/{{.Run}}/journal.json">journal</a></td></tr>
 {{else}}<tr><td colspan="5">No run yet.</td></tr>{{end}}
 </table></body></html>`))
 
-// Handler serves the index of kept runs at / and their files under /runs/.
+// Handler serves the index of kept runs at / (a page) and /runs.json
+// (events.ChaosRuns), and their files under /runs/.
 func (s *Scheduler) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /runs/", http.StripPrefix("/runs/", http.FileServer(http.Dir(filepath.Join(s.dir, "runs")))))
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+	list := func(w http.ResponseWriter) (events.ChaosRuns, bool) {
 		runs, err := s.Runs()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
+			return events.ChaosRuns{}, false
 		}
 		s.mu.Lock()
-		running := s.running
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if err := index.Execute(w, struct {
-			Running string
-			Runs    []Run
-		}{running, runs}); err != nil {
-			s.log.Warn("index page", "error", err)
+		defer s.mu.Unlock()
+		return events.ChaosRuns{Running: s.running, Runs: runs}, true
+	}
+	mux.HandleFunc("GET /runs.json", func(w http.ResponseWriter, _ *http.Request) {
+		if idx, ok := list(w); ok {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(idx) //nolint:errcheck // client gone
+		}
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		if idx, ok := list(w); ok {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			if err := index.Execute(w, idx); err != nil {
+				s.log.Warn("index page", "error", err)
+			}
 		}
 	})
 	return mux

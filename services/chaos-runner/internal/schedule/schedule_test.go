@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/scale-dev/scale/internal/dashboard"
 	"github.com/scale-dev/scale/internal/testenv"
+	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
 )
@@ -159,7 +161,7 @@ func TestScheduledRunIsServed(t *testing.T) {
 	})
 	runs, _ := s.Runs()
 	if runs[0].Verdict != "passed" {
-		t.Errorf("the run %s: %s (exit %d)", runs[0].Name, runs[0].Verdict, runs[0].ExitCode)
+		t.Errorf("the run %s: %s (exit %d)", runs[0].Run, runs[0].Verdict, runs[0].ExitCode)
 	}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
@@ -175,13 +177,17 @@ func TestScheduledRunIsServed(t *testing.T) {
 		}
 		return string(body)
 	}
-	if index := get("/"); !strings.Contains(index, runs[0].Name) || !strings.Contains(index, "passed") {
-		t.Errorf("the index does not list %s as passed", runs[0].Name)
+	if index := get("/"); !strings.Contains(index, runs[0].Run) || !strings.Contains(index, "passed") {
+		t.Errorf("the index does not list %s as passed", runs[0].Run)
 	}
-	if report := get("/runs/tiny/" + runs[0].Name + "/report.html"); !strings.Contains(report, runs[0].Name) || !strings.Contains(report, "</html>") {
+	var idx events.ChaosRuns
+	if err := json.Unmarshal([]byte(get("/runs.json")), &idx); err != nil || len(idx.Runs) == 0 || idx.Runs[0] != runs[0] {
+		t.Errorf("/runs.json: %+v (%v), want the run %+v first", idx, err, runs[0])
+	}
+	if report := get(events.ChaosReportPath("tiny", runs[0].Run)); !strings.Contains(report, runs[0].Run) || !strings.Contains(report, "</html>") {
 		t.Error("the served report is not the run's")
 	}
-	if journal := get("/runs/tiny/" + runs[0].Name + "/journal.json"); !strings.Contains(journal, `"verdict": "passed"`) {
+	if journal := get("/runs/tiny/" + runs[0].Run + "/journal.json"); !strings.Contains(journal, `"verdict": "passed"`) {
 		t.Error("the journal does not say passed")
 	}
 	if got := testutil.ToFloat64(s.runs.WithLabelValues("tiny", "passed")); got < 1 {
