@@ -58,6 +58,16 @@ func runFile(t *testing.T, doc []byte) *Journal {
 	return j
 }
 
+// shipped is experiments/NAME.yaml as it ships.
+func shipped(t *testing.T, name string) []byte {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("../../../../experiments", name+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
 // runFileIn is runFile that also returns the run's work folder, where the
 // runner's own log is runner.log.
 func runFileIn(t *testing.T, doc []byte) (*Journal, string) {
@@ -109,11 +119,7 @@ func checkExact(t *testing.T, j *Journal) {
 // random SIGKILLs of extract workers during a 20,000-file run. Not one file
 // may be lost or counted twice.
 func TestShippedExtractKills(t *testing.T) {
-	doc, err := os.ReadFile("../../../../experiments/extract-kills.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := runFile(t, doc)
+	j := runFile(t, shipped(t, "extract-kills"))
 	if j.ExitCode != ExitPassed {
 		t.Errorf("exit %d (%s), want 0: %v", j.ExitCode, j.Verdict, j.Reasons)
 	}
@@ -223,11 +229,7 @@ func TestPostgresCrashed(t *testing.T) {
 // the standby, behind the balancer) answers every request, a killed API
 // process costs no request either, and nothing is lost or duplicated.
 func TestShippedPostgresFailover(t *testing.T) {
-	doc, err := os.ReadFile("../../../../experiments/postgres-failover.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := runFile(t, doc)
+	j := runFile(t, shipped(t, "postgres-failover"))
 	if j.ExitCode != ExitPassed {
 		t.Errorf("exit %d (%s), want 0: %v", j.ExitCode, j.Verdict, j.Reasons)
 	}
@@ -252,11 +254,7 @@ func TestShippedPostgresFailover(t *testing.T) {
 // through the other (with one gateway it stops: TestS3Down) and nothing is
 // lost.
 func TestShippedS3GatewayDown(t *testing.T) {
-	doc, err := os.ReadFile("../../../../experiments/s3-gateway-down.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := runFile(t, doc)
+	j := runFile(t, shipped(t, "s3-gateway-down"))
 	f := checkHealed(t, j)
 	if tg := fmt.Sprint(f.Step.Targets); tg != "[s3-1]" && tg != "[s3-2]" {
 		t.Errorf("targets %s, want one of the two gateways", tg)
@@ -315,11 +313,7 @@ func TestAbortHealsAndExits2(t *testing.T) {
 // traces, the throughput during is a fraction of the baseline, and still
 // nothing is lost.
 func TestPostgresLatencyBreachIsReported(t *testing.T) {
-	doc, err := os.ReadFile("../../../../experiments/postgres-latency.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := runFile(t, doc)
+	j := runFile(t, shipped(t, "postgres-latency"))
 	if j.ExitCode != ExitFailed {
 		t.Errorf("exit %d (%s), want 1", j.ExitCode, j.Verdict)
 	}
@@ -676,11 +670,7 @@ func TestWorkerAdded(t *testing.T) {
 // saturation, one after another, against three NATS nodes. Every fault takes
 // effect, and not one file is lost or counted twice.
 func TestShippedQueueFaults(t *testing.T) {
-	doc, err := os.ReadFile("../../../../experiments/queue-faults.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, dir := runFileIn(t, doc)
+	j, dir := runFileIn(t, shipped(t, "queue-faults"))
 	if j.ExitCode != ExitPassed {
 		t.Errorf("exit %d (%s), want 0: %v", j.ExitCode, j.Verdict, j.Reasons)
 	}
