@@ -24,7 +24,7 @@ VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 VULNDB              ?= $(HOME)/.cache/scale/vulndb-$(VULNDB_VERSION)
 GOBIN_DIR           := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test vet lint tools fuzz run bench bench-lakh bench-pipeline corpus
+.PHONY: build test vet lint tools fuzz run bench bench-lakh bench-pipeline corpus images
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/scale ./services/ingest/cmd/ingest ./services/extract/cmd/extract \
@@ -54,6 +54,11 @@ test: lint
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/midiparse
+
+# Container images without a container engine: dist/images/NAME.tar (docker
+# load) and dist/images/oci (an OCI layout for crane or skopeo).
+images:
+	$(GO) run ./cmd/images -out dist/images -version $(VERSION)
 
 run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/scale $(ARGS)

@@ -95,17 +95,25 @@ func Use(tp trace.TracerProvider) (restore func()) {
 
 // StartBatch starts the span of work done once for a batch of messages (a
 // transaction, a publication), linked to the span of each message's own
-// trace: a trace per file, and the batch's work reachable from each.
+// trace. Its parent is the first of those spans that is sampled (the first
+// one when none is), so that the batch is recorded whenever a file in it
+// is traced, and shows in that file's trace; the others reach it by their
+// link.
 func StartBatch(ctx context.Context, name string, traces []context.Context, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	tracer := Tracer()
-	if !Enabled() {
+	if !Enabled() || len(traces) == 0 {
 		return tracer.Start(ctx, name) // no links to build: nothing records them
 	}
+	parent := trace.SpanContextFromContext(traces[0])
 	links := make([]trace.Link, 0, len(traces))
 	for _, t := range traces {
-		links = append(links, trace.LinkFromContext(t))
+		sc := trace.SpanContextFromContext(t)
+		if sc.IsSampled() && !parent.IsSampled() {
+			parent = sc
+		}
+		links = append(links, trace.Link{SpanContext: sc})
 	}
-	return tracer.Start(ctx, name, trace.WithLinks(links...), trace.WithAttributes(attrs...))
+	return tracer.Start(trace.ContextWithSpanContext(ctx, parent), name, trace.WithLinks(links...), trace.WithAttributes(attrs...))
 }
 
 // End ends a span, marking it failed when err is not nil.
