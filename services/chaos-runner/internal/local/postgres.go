@@ -275,7 +275,11 @@ func (s *pgServers) pids() map[string]int {
 	return out
 }
 
+// stop stops every server; a failover step in progress finishes first (its
+// context is ended by then), so that none starts a server after this.
 func (s *pgServers) stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var errs []error
 	for _, n := range s.nodes {
 		errs = append(errs, n.Stop())
