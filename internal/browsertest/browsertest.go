@@ -26,10 +26,7 @@ func Context(t *testing.T, timeout time.Duration) context.Context {
 		}
 	}
 	if exe == "" {
-		if testenv.InCI() {
-			t.Fatal("no Chromium found: apt-get install chromium")
-		}
-		t.Skip("no Chromium found: apt-get install chromium")
+		testenv.Missing(t, "no Chromium found: apt-get install chromium")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/ociimage"
+	"github.com/scale-dev/scale/internal/testenv"
 )
 
 // TestImageRunsItsEntrypoint builds the API's image twice from one binary
@@ -28,7 +29,7 @@ import (
 func TestImageRunsItsEntrypoint(t *testing.T) {
 	const certs = "/etc/ssl/certs/ca-certificates.crt"
 	if _, err := os.Stat(certs); err != nil {
-		t.Skipf("no CA bundle to put in: %v (apt install ca-certificates)", err)
+		testenv.Missing(t, "no CA bundle to put in: %v (apt-get install ca-certificates)", err)
 	}
 	repo, err := launcher.RepoRoot()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/scale-dev/scale/internal/pglocal"
+	"github.com/scale-dev/scale/internal/testenv"
 )
 
 // TestStandbyFailover: a synchronous standby has every commit the primary
@@ -17,7 +18,7 @@ import (
 // written meanwhile.
 func TestStandbyFailover(t *testing.T) {
 	if _, err := pglocal.BinDir(); err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "%v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

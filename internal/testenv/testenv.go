@@ -53,8 +53,16 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// InCI reports whether the tests run in CI, where a missing real part is a failure.
-func InCI() bool { return os.Getenv("CI") != "" }
+// Missing stops a test that lacks a real part it needs (what says so, and
+// how to install it): a failure in CI (CI set), where every part must be
+// there, and a skip elsewhere.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
 
 func startPostgres() {
 	if u := os.Getenv("DATABASE_URL"); u != "" {
@@ -174,10 +182,7 @@ func SharedCorpus(t testing.TB) string {
 	t.Helper()
 	dir, err := corpus.SharedDir()
 	if err != nil {
-		if InCI() {
-			t.Fatalf("shared corpus: %v", err)
-		}
-		t.Skipf("shared corpus: %v", err)
+		Missing(t, "shared corpus: %v", err)
 	}
 	return dir
 }
@@ -238,8 +243,5 @@ func Root(t testing.TB) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if InCI() {
-		t.Fatal("this test needs root, and CI runs as root")
-	}
-	t.Skip("needs root")
+	Missing(t, "this test needs root (CI runs as root)")
 }
