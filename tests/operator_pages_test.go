@@ -89,6 +89,11 @@ func TestBrowserStatusPage(t *testing.T) {
 	if status.Files.Discovered != 934 || status.Files.Done != 539 || status.Files.Failed != 395 || !status.Balanced {
 		t.Fatalf("/v1/status: %+v", status)
 	}
+	// The corpus went through in seconds, just now: every file finished in
+	// the last minute.
+	if status.FinishedLastMinute != 934 {
+		t.Errorf("%d files finished in the last minute, want 934", status.FinishedLastMinute)
+	}
 	grouped := int64(0)
 	for _, g := range status.FailureGroups {
 		grouped += g.Files

@@ -195,7 +195,7 @@ func (r *Reader) Account(ctx context.Context) (Accounting, error) { return accou
 // last d.
 func (r *Reader) FinishedSince(ctx context.Context, d time.Duration) (int64, error) {
 	var n int64
-	err := r.Pool.QueryRow(ctx, "SELECT count(*) FROM discovered_files WHERE finished_at > now() - $1::interval", d.String()).Scan(&n)
+	err := r.Pool.QueryRow(ctx, "SELECT count(*) FROM discovered_files WHERE finished_at > now() - make_interval(secs => $1)", d.Seconds()).Scan(&n)
 	return n, err
 }
 

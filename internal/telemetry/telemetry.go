@@ -34,10 +34,10 @@ var enabled atomic.Bool
 // HTTP and pgx wrappers) is added only then.
 func Enabled() bool { return enabled.Load() }
 
-// Configured reports whether the environment asks for traces: an OTLP
+// configured reports whether the environment asks for traces: an OTLP
 // endpoint is set, or OTEL_TRACES_EXPORTER=otlp; OTEL_SDK_DISABLED=true or
 // OTEL_TRACES_EXPORTER=none turns them off.
-func Configured() bool {
+func configured() bool {
 	if strings.EqualFold(os.Getenv("OTEL_SDK_DISABLED"), "true") {
 		return false
 	}
@@ -48,14 +48,14 @@ func Configured() bool {
 }
 
 // Setup installs the W3C trace-context propagator and, when the environment
-// asks for traces (Configured), a tracer provider exporting spans over
+// asks for traces (configured), a tracer provider exporting spans over
 // OTLP/HTTP (endpoint, headers, timeout from OTEL_EXPORTER_OTLP_*), sampled
 // as OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG say (default: every
 // trace), its resource named service unless OTEL_SERVICE_NAME says
 // otherwise. The returned function flushes and stops it.
 func Setup(ctx context.Context, service string) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(propagation.TraceContext{})
-	if !Configured() {
+	if !configured() {
 		return func(context.Context) error { return nil }, nil
 	}
 	for _, v := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {

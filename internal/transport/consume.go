@@ -171,6 +171,7 @@ func fetchLoop(ctx context.Context, c Consumer, m *consumeMetrics, handle BatchF
 // decoding turns raw messages into deliveries, terminating those that do not
 // decode.
 func decoding[E events.Event](name string, log *slog.Logger, m *consumeMetrics, h Handler[E]) BatchFunc {
+	pending := m.pending.WithLabelValues(name)
 	return func(ctx context.Context, msgs []jetstream.Msg) {
 		batch := make([]Delivery[E], 0, len(msgs))
 		var spans []trace.Span
@@ -190,7 +191,7 @@ func decoding[E events.Event](name string, log *slog.Logger, m *consumeMetrics, 
 			d := Delivery[E]{Msg: msg, Event: ev, Attempts: 1}
 			if meta, err := msg.Metadata(); err == nil {
 				d.Attempts = int(meta.NumDelivered)
-				m.pending.WithLabelValues(name).Set(float64(meta.NumPending))
+				pending.Set(float64(meta.NumPending))
 			}
 			var span trace.Span
 			d.Ctx, span = telemetry.Tracer().Start(telemetry.Extract(ctx, msg.Headers()), "process "+msg.Subject(),

@@ -56,7 +56,7 @@ func (a *API) status(r *http.Request) (any, error) {
 	}
 	s.FailureGroups = make([]FailureGroup, len(groups))
 	for i, g := range groups {
-		s.FailureGroups[i] = FailureGroup{Reason: g.Reason, Files: g.Files}
+		s.FailureGroups[i] = FailureGroup(g)
 	}
 	return s, nil
 }

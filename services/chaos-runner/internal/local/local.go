@@ -273,9 +273,6 @@ func (e *Env) apiAddr(name string) (string, error) {
 // when there are several).
 func (e *Env) APIs() []string { return e.apis }
 
-// PostgresPrimary names the Postgres server that is the primary now.
-func (e *Env) PostgresPrimary() string { return e.pg.primaryName() }
-
 // Failovers are the Postgres failovers carried out so far.
 func (e *Env) Failovers() []string { return e.pg.Failovers() }
 
@@ -325,7 +322,8 @@ func (e *Env) workload(ctx context.Context) (objstore.S3Config, string, error) {
 		// balancer is how it is run without a single point of failure.
 		e.s3 = map[string]*versitygw.Server{}
 		var addrs []string
-		for _, name := range e.exp.Instances("s3") {
+		names := e.exp.Instances("s3")
+		for _, name := range names {
 			log := filepath.Join(e.opts.Dir, "logs", strings.Replace(name, "s3", "versitygw", 1)+".log")
 			gw, err := versitygw.Start(filepath.Dir(dir), log, versitygw.Options{DieWithParent: true})
 			if err != nil {
@@ -335,17 +333,15 @@ func (e *Env) workload(ctx context.Context) (objstore.S3Config, string, error) {
 			cfg = gw.Config
 			addrs = append(addrs, gw.Addr)
 		}
+		source = "s3://" + filepath.Base(dir)
 		if len(addrs) > 1 {
 			// Each gateway has an edge of its own, between the balancer
 			// and it, where its network faults go.
-			for i, name := range e.exp.Instances("s3") {
+			for i, name := range names {
 				if addrs[i], err = e.edges.add(name, addrs[i]); err != nil {
 					return cfg, "", err
 				}
 			}
-		}
-		source = "s3://" + filepath.Base(dir)
-		if len(addrs) > 1 {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				return cfg, "", fmt.Errorf("the S3 gateways' load balancer: %w", err)

@@ -206,7 +206,8 @@ func (s *pgServers) step(ctx context.Context, healthy []bool, failing []time.Tim
 }
 
 // syncWith turns synchronous replication on at primary p and waits until
-// its standby has every commit made before; s.mu is held.
+// its standby has every commit made before; s.mu is held (or, at start,
+// nothing else runs yet).
 func (s *pgServers) syncWith(ctx context.Context, p int) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

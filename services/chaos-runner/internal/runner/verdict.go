@@ -166,6 +166,16 @@ func (r *run) judge(ctx context.Context, aborted string) {
 	baseline, _ := r.metric("throughput", j.Samples, phases["baseline"][0], phases["baseline"][1])
 	r.recoveries(baseline)
 	j.Stages = stageWindows(r.env.Spans(), r.t0, j.Faults, phases["baseline"][1])
+	// Where the time went while the faults lasted: the explanation of any
+	// SLO that fails in that phase.
+	var duringWhy string
+	if len(j.Stages) > 0 {
+		var why []string
+		for _, f := range j.Faults {
+			why = append(why, explain(j.Stages, f.Step.Fault))
+		}
+		duringWhy = strings.Join(why, "; ")
+	}
 	for _, s := range r.exp.SLOs {
 		th, _ := experiment.ParseThreshold(s.Threshold)
 		for _, ph := range s.Phases {
@@ -192,13 +202,9 @@ func (r *run) judge(ctx context.Context, aborted string) {
 			}
 			if !res.Passed {
 				reason := fmt.Sprintf("SLO %q failed %s: %s", s.Name, ph, formatValue(s.Metric, v))
-				if ph == "during" && len(j.Stages) > 0 {
-					var why []string
-					for _, f := range j.Faults {
-						why = append(why, explain(j.Stages, f.Step.Fault))
-					}
-					res.Explanation = strings.Join(why, "; ")
-					reason += " — " + res.Explanation
+				if ph == "during" && duringWhy != "" {
+					res.Explanation = duringWhy
+					reason += " — " + duringWhy
 				}
 				j.Reasons = append(j.Reasons, reason)
 			}
