@@ -284,3 +284,35 @@ func TestCloseWaitsForTheDrain(t *testing.T) {
 		t.Errorf("after Close: settled %v (%+v, %v); the ack sent before Close must have reached the server", settled, info, err)
 	}
 }
+
+// TestLostAcknowledgementFailsThePublication: a publication whose
+// acknowledgement never comes (here a subscriber takes the message and
+// never answers, as a stream leader lost mid-election would) fails after
+// PublishAckWait instead of holding the publisher forever.
+func TestLostAcknowledgementFailsThePublication(t *testing.T) {
+	srv := testenv.NATS(t)
+	conn, err := transport.Connect(srv.ClientURL(), "test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.NC.Close()
+	// No stream holds the subject; this subscriber swallows what is sent.
+	sub, err := conn.NC.SubscribeSync(events.SubjectDiscovered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // test teardown
+	if err := conn.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*transport.PublishAckWait)
+	defer cancel()
+	start := time.Now()
+	err = transport.PublishBatch(ctx, conn.JS, events.SubjectDiscovered, []events.Discovered{discovered("a")})
+	if !errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+		t.Errorf("publication with no acknowledgement: %v after %s, want ErrAsyncPublishTimeout", err, time.Since(start).Round(time.Millisecond))
+	}
+	if took := time.Since(start); took > 2*transport.PublishAckWait {
+		t.Errorf("the publication failed after %s", took)
+	}
+}
