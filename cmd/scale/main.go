@@ -96,7 +96,7 @@ func runPipeline(ctx context.Context, cfg settings, log *slog.Logger, out io.Wri
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 	fmt.Fprintf(out, "scale: embedded NATS JetStream at %s\n", srv.ClientURL())
 
-	pg := config.Postgres{URL: pgURL, Wait: 30 * time.Second}
+	pg := config.Postgres{URL: pgURL, Wait: 30 * time.Second, Migrate: true}
 	svc := wiring.Service{
 		Name: "scale", Ops: cfg.Ops, AppAddr: cfg.API.Addr, S3: &cfg.Storage, Postgres: &pg, Reader: &pg,
 		NATS: &config.NATS{URL: srv.ClientURL(), Replicas: 1, DuplicateWindow: 10 * time.Minute},

@@ -7,7 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -39,8 +42,9 @@ func (n NATS) StreamOptions() events.StreamOptions {
 
 // Postgres locates the database.
 type Postgres struct {
-	URL  string        `conf:"default:postgres://scale@127.0.0.1:5432/scale?sslmode=disable,mask,help:Postgres connection URL"`
-	Wait time.Duration `conf:"default:30s,help:how long to wait for Postgres at start-up"`
+	URL     string        `conf:"default:postgres://scale@127.0.0.1:5432/scale?sslmode=disable,mask,help:Postgres connection URL"`
+	Wait    time.Duration `conf:"default:30s,help:how long to wait for Postgres at start-up"`
+	Migrate bool          `conf:"default:true,help:apply the schema migrations at start-up; false waits (up to the wait) for another process to have applied them: 'extract migrate' run with an owner login (the Helm chart's migration Job)"`
 }
 
 // S3 locates an S3-compatible service.
@@ -56,6 +60,10 @@ type S3 struct {
 func (s S3) ObjStore() objstore.S3Config {
 	return objstore.S3Config{Endpoint: s.Endpoint, Region: s.Region, PathStyle: s.PathStyle, AccessKey: s.AccessKey, SecretKey: s.SecretKey}
 }
+
+// defaultOpsAddr is Ops.Addr's default (its tag cannot name a constant; a test
+// holds the two equal).
+const defaultOpsAddr = "127.0.0.1:9090"
 
 // Ops configures the operations endpoint, the shutdown and the logs.
 type Ops struct {
@@ -108,7 +116,23 @@ func Log(log *slog.Logger, cfg any) {
 
 // Main is the whole of a binary's main: it runs run with a context that ends on
 // SIGINT or SIGTERM, and on error logs it once and exits 1.
+//
+// `NAME probe [PATH]` instead asks the process's own ops endpoint
+// ($SCALE_OPS_ADDR) for PATH (default /readyz) and exits 0 on a 200: the
+// health check of a container image that has no shell and no HTTP client
+// (docker-compose's healthcheck).
 func Main(name string, run func(ctx context.Context) error) {
+	if len(os.Args) > 1 && os.Args[1] == "probe" {
+		path := "/readyz"
+		if len(os.Args) > 2 {
+			path = os.Args[2]
+		}
+		if err := Probe(os.Getenv(Prefix+"_OPS_ADDR"), path, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "%s probe: %v\n", name, err)
+			os.Exit(1)
+		}
+		return
+	}
 	slog.SetDefault(newLogger(name, slog.LevelInfo)) // until the configured one replaces it
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx)
@@ -117,4 +141,33 @@ func Main(name string, run func(ctx context.Context) error) {
 		slog.Error("stopped", "error", err)
 		os.Exit(1)
 	}
+}
+
+// Probe GETs path from the ops endpoint listening on addr (the Ops.Addr
+// default when empty; a wildcard host is asked on loopback), copies the answer
+// to out and fails unless it is a 200.
+func Probe(addr, path string, out io.Writer) error {
+	if addr == "" {
+		addr = defaultOpsAddr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("ops address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	client := http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(out, io.LimitReader(resp.Body, 64<<10)); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ package store
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -31,6 +32,20 @@ type Store struct {
 // Open connects to url, waits up to wait for the server to answer, and applies
 // the migrations.
 func Open(ctx context.Context, url string, wait time.Duration) (*Store, error) {
+	s, err := Connect(ctx, url, wait)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Connect connects to url and waits up to wait for the server to answer; it
+// leaves the schema alone (see Migrate and WaitMigrated).
+func Connect(ctx context.Context, url string, wait time.Duration) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parsing database URL: %w", err)
@@ -52,12 +67,32 @@ func Open(ctx context.Context, url string, wait time.Duration) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connecting to Postgres: %w", err)
 	}
-	s := &Store{Pool: pool}
-	if err := s.Migrate(ctx); err != nil {
-		pool.Close()
-		return nil, err
+	return &Store{Pool: pool}, nil
+}
+
+// WaitMigrated waits up to wait for every migration this build knows to have
+// been applied by another process (a release's migration Job, which runs with
+// an owner login the services do not have).
+func (s *Store) WaitMigrated(ctx context.Context, wait time.Duration) error {
+	latest, err := latestMigration()
+	if err != nil {
+		return err
 	}
-	return s, nil
+	deadline := time.Now().Add(wait)
+	for {
+		var applied int
+		err := s.Pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&applied)
+		switch {
+		case err == nil && applied >= latest:
+			return nil
+		case err == nil:
+			err = fmt.Errorf("schema at migration %d, this build needs %d", applied, latest)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("waiting for the migrations (run `extract migrate` with an owner login): %w", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // Close closes the pool.
@@ -89,17 +124,12 @@ func (s *Store) Migrate(ctx context.Context) error {
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	list, err := migrations()
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
-	for _, path := range names {
-		name := strings.TrimPrefix(path, "migrations/")
-		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with a version number", name)
-		}
+	for _, m := range list {
+		version, name, path := m.version, m.name, m.path
 		var applied bool
 		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", version).Scan(&applied); err != nil {
 			return fmt.Errorf("migrating: %w", err)
@@ -123,6 +153,42 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 	}
 	return s.writeCatalog(ctx, conn.Conn())
+}
+
+type migration struct {
+	version    int
+	name, path string
+}
+
+// migrations lists the embedded migrations in version order.
+func migrations() ([]migration, error) {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	var list []migration
+	for _, path := range names {
+		name := strings.TrimPrefix(path, "migrations/")
+		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with a version number", name)
+		}
+		list = append(list, migration{version: version, name: name, path: path})
+	}
+	return list, nil
+}
+
+// latestMigration is the version of the last embedded migration.
+func latestMigration() (int, error) {
+	list, err := migrations()
+	if err != nil {
+		return 0, err
+	}
+	if len(list) == 0 {
+		return 0, errors.New("no migrations embedded")
+	}
+	return list[len(list)-1].version, nil
 }
 
 func (s *Store) writeCatalog(ctx context.Context, conn *pgx.Conn) error {

@@ -33,6 +33,36 @@ func TestMigrateIsIdempotentAndWritesCatalog(t *testing.T) {
 	}
 }
 
+// A service that does not migrate (the chart's services, whose login cannot
+// create roles or extensions) waits for the migration Job, and starts once it
+// has run.
+func TestWaitMigratedWaitsForTheMigrationJob(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.PostgresURL(t)
+	svc, err := store.Connect(ctx, url, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	if err := svc.WaitMigrated(ctx, 300*time.Millisecond); err == nil {
+		t.Fatal("WaitMigrated passed on an empty database")
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.WaitMigrated(ctx, 20*time.Second) }()
+	job, err := store.Open(ctx, url, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("WaitMigrated after the migrations ran: %v", err)
+	}
+	var n int
+	if err := svc.Pool.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil || n == 0 {
+		t.Fatalf("schema_migrations: %d rows, %v", n, err)
+	}
+}
+
 func TestLedgerIsIdempotent(t *testing.T) {
 	s := testenv.Store(t)
 	ctx := context.Background()

@@ -82,7 +82,7 @@ func TestProvisionReplicatedOnCluster(t *testing.T) {
 
 // consumer is the test's consumer of midi.discovered.
 func consumer(reg prometheus.Registerer) transport.Consumer {
-	cfg := events.ExtractConsumer(time.Minute)
+	cfg := events.ExtractConsumer(time.Minute, 1024)
 	return transport.Consumer{Stream: events.StreamDiscovered, Config: cfg, Batch: 8, Log: quiet, Metrics: reg}
 }
 
@@ -261,7 +261,7 @@ func TestCloseWaitsForTheDrain(t *testing.T) {
 	if err := transport.PublishBatch(ctx, conn.JS, events.SubjectDiscovered, []events.Discovered{discovered("a")}); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := conn.JS.CreateOrUpdateConsumer(ctx, events.StreamDiscovered, events.ExtractConsumer(time.Minute))
+	cons, err := conn.JS.CreateOrUpdateConsumer(ctx, events.StreamDiscovered, events.ExtractConsumer(time.Minute, 1024))
 	if err != nil {
 		t.Fatal(err)
 	}

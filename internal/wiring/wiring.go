@@ -221,11 +221,19 @@ func (in *Infra) open(ctx context.Context, svc Service) (func(context.Context) e
 		}
 	}
 	if svc.Postgres != nil {
-		st, err := store.Open(ctx, svc.Postgres.URL, svc.Postgres.Wait)
+		st, err := store.Connect(ctx, svc.Postgres.URL, svc.Postgres.Wait)
 		if err != nil {
 			return closeAll, err
 		}
 		closers = append(closers, func(context.Context) error { st.Close(); return nil })
+		if svc.Postgres.Migrate {
+			err = st.Migrate(ctx)
+		} else {
+			err = st.WaitMigrated(ctx, svc.Postgres.Wait)
+		}
+		if err != nil {
+			return closeAll, err
+		}
 		in.Store = st
 		in.Health.AddCheck("postgres", st.Pool.Ping)
 	}

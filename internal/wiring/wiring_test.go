@@ -62,7 +62,7 @@ func TestLifecycle(t *testing.T) {
 	svc := wiring.Service{
 		Name: "test", Ops: config.Ops{Addr: addr, DrainTimeout: 10 * time.Second},
 		NATS:     &config.NATS{URL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort), Replicas: 1, DuplicateWindow: time.Minute},
-		Postgres: &config.Postgres{URL: testenv.PostgresURL(t), Wait: 10 * time.Second},
+		Postgres: &config.Postgres{URL: testenv.PostgresURL(t), Wait: 10 * time.Second, Migrate: true},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -58,14 +58,15 @@ func (o StreamOptions) stream(name string, subjects ...string) jetstream.StreamC
 // ackWait bounds how long a crashed worker holds a file before it is redelivered;
 // MaxDeliver is unlimited because transient failures are retried with backoff,
 // while bad files are terminated explicitly.
-func ExtractConsumer(ackWait time.Duration) jetstream.ConsumerConfig {
+// maxAckPending bounds the files handed out across every process at once.
+func ExtractConsumer(ackWait time.Duration, maxAckPending int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerExtract,
 		FilterSubject: SubjectDiscovered,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
 		MaxDeliver:    -1,
-		MaxAckPending: 1024,
+		MaxAckPending: maxAckPending,
 	}
 }
 

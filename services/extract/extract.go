@@ -43,6 +43,8 @@ type Settings struct {
 	AckWait     time.Duration `conf:"default:30s,help:how long a crashed worker holds a file before redelivery"`
 	Reads       int           `conf:"default:128,help:object reads in flight in this process (they overlap: an object store's latency is paid once per round not once per file)"`
 	ReadBuffer  int64         `conf:"default:67108864,help:bytes of files being read or parsed at once in this process (announced sizes): reads wait beyond it"`
+	// MaxAckPending is the shared consumer's, so every process must agree on it.
+	MaxAckPending int `conf:"default:1024,help:files handed out and not yet acknowledged across all extract processes (the shared consumer's MaxAckPending): at least processes × concurrency × fetch batch, or workers wait for messages while the queue is full"`
 }
 
 // Options turns settings into worker options.
@@ -57,6 +59,8 @@ type Options struct {
 	AckWait     time.Duration // how long a crashed worker holds a file (default 30 s)
 	Reads       int           // object reads in flight in the process (default 128: the default 4 loops × 32)
 	ReadBuffer  int64         // bytes being read or parsed at once (default 64 MiB)
+	// MaxAckPending bounds the files handed out across all processes (default 1,024).
+	MaxAckPending int
 }
 
 // Deps are the explicit dependencies.
@@ -79,8 +83,8 @@ type Worker struct {
 	inFlight prometheus.Gauge
 }
 
-// New returns a worker.
-func New(d Deps, opts Options) *Worker {
+// withDefaults fills the options left zero.
+func (opts Options) withDefaults() Options {
 	opts.Concurrency = max(opts.Concurrency, 1)
 	opts.FetchBatch = max(opts.FetchBatch, 1)
 	if opts.AckWait <= 0 {
@@ -92,6 +96,20 @@ func New(d Deps, opts Options) *Worker {
 	if opts.ReadBuffer <= 0 {
 		opts.ReadBuffer = 64 << 20
 	}
+	if opts.MaxAckPending <= 0 {
+		opts.MaxAckPending = 1024
+	}
+	return opts
+}
+
+// consumer is the configuration of the consumer every process shares.
+func (opts Options) consumer() jetstream.ConsumerConfig {
+	return events.ExtractConsumer(opts.AckWait, opts.MaxAckPending)
+}
+
+// New returns a worker.
+func New(d Deps, opts Options) *Worker {
+	opts = opts.withDefaults()
 	return &Worker{
 		d:     d,
 		opts:  opts,
@@ -115,11 +133,22 @@ func New(d Deps, opts Options) *Worker {
 // the batches in hand are finished, then Run returns.
 func (w *Worker) Run(ctx context.Context) error {
 	err := transport.Consume(ctx, w.d.JS, transport.Consumer{
-		Stream: events.StreamDiscovered, Config: events.ExtractConsumer(w.opts.AckWait),
+		Stream: events.StreamDiscovered, Config: w.opts.consumer(),
 		Batch: w.opts.FetchBatch, Loops: w.opts.Concurrency, Log: w.d.Log, Metrics: w.d.Metrics,
 	}, w.handleBatch)
 	w.d.Log.Info("extract worker drained")
 	return err
+}
+
+// Prepare creates (or updates) the consumer the workers share, so that it
+// exists before any worker does: an autoscaler reading its lag finds it (KEDA
+// scaled a missing consumer to the maximum) and the workers' first fetch
+// finds it configured. `extract migrate` calls it after the migrations.
+func Prepare(ctx context.Context, js jetstream.JetStream, opts Options) error {
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamDiscovered, opts.withDefaults().consumer()); err != nil {
+		return fmt.Errorf("creating the %s consumer: %w", events.ConsumerExtract, err)
+	}
+	return nil
 }
 
 // item is one message of a batch and what became of it.
