@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 N        ?= 1000
 DIR      ?= corpus
 SEED     ?= 1
-MODULES  := ./... ./services/chaos-runner/...
+MODULES  := ./... ./services/chaos-runner/... ./deploy/...
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/scale-dev/scale/internal/buildinfo.version=$(VERSION)
 BIN      ?= bin

@@ -1,5 +1,5 @@
 // Package dashboard reads the Grafana dashboard that ships in
-// deploy/grafana: it checks its shape and lists the metrics its queries
+// the Helm chart (deploy/helm/scale/files): it checks its shape and lists the metrics its queries
 // read, so that tests can hold them against what the services export.
 package dashboard
 
@@ -15,7 +15,7 @@ import (
 )
 
 // File is the dashboard's path from the repository's root.
-const File = "deploy/grafana/scale-dashboard.json"
+const File = "deploy/helm/scale/files/scale-dashboard.json"
 
 type query struct {
 	Expr  string `json:"expr"`
