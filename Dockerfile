@@ -18,9 +18,13 @@ RUN case "$BINARY" in \
       *) echo "unknown BINARY $BINARY" >&2; exit 1 ;; \
     esac && \
     cd "$dir" && CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -buildid= -X github.com/scale-dev/scale/internal/buildinfo.version=$VERSION" -o /out/service "$pkg"
+      -ldflags "-s -w -buildid= -X github.com/scale-dev/scale/internal/buildinfo.version=$VERSION" -o "/out/$BINARY" "$pkg" && \
+    ln -s "$BINARY" /out/service
 
+# The binary is /usr/local/bin/$BINARY, as in `make images` (docker-compose's
+# health checks call it by that name); the entrypoint, which cannot name a
+# build argument, is a link to it.
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/service /usr/local/bin/service
+COPY --from=build /out/ /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/service"]

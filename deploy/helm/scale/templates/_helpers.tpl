@@ -53,7 +53,7 @@ app.kubernetes.io/part-of: scale
 {{/* A component's image. Call with (list $ "binary"). */}}
 {{- define "scale.image" -}}
 {{- $ := index . 0 -}}
-{{- printf "%s/%s:%s" $.Values.global.image.registry (index . 1) (default $.Chart.AppVersion $.Values.global.image.tag) }}
+{{- printf "%s/scale-%s:%s" $.Values.global.image.registry (index . 1) (default $.Chart.AppVersion $.Values.global.image.tag) }}
 {{- end }}
 
 {{/* The Secret with the Postgres URLs and its keys. */}}

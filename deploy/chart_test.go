@@ -1,9 +1,9 @@
-// Package helm_test renders the Scale chart with Helm's own code (as `helm
+// Package deploy_test renders the Scale chart with Helm's own code (as `helm
 // template` does) and holds every object to the chart's promises: strict
 // decoding into the typed Kubernetes structs, restricted Pod Security, probes,
 // requests, immutable selectors, credentials only from Secrets, setting names
 // the binaries know, one autoscaler per Deployment.
-package helm_test
+package deploy_test
 
 import (
 	"bufio"
@@ -38,7 +38,7 @@ import (
 	"github.com/scale-dev/scale/pkg/events"
 )
 
-const chartDir = "scale"
+const chartDir = "helm/scale"
 
 // kubeVersion is the Kubernetes the chart is rendered for (the control-plane
 // tests' version; Helm's own default is v1.20).
@@ -285,7 +285,8 @@ func checkPod(t *testing.T, o object, pod corev1.PodSpec, known map[string][]str
 		if c.Resources.Limits.Memory().IsZero() {
 			t.Errorf("%s: no memory limit", where)
 		}
-		binary := c.Image[strings.LastIndex(c.Image, "/")+1 : strings.LastIndex(c.Image, ":")]
+		// The images `make images` writes: REPOSITORY/scale-NAME:TAG.
+		binary := strings.TrimPrefix(c.Image[strings.LastIndex(c.Image, "/")+1:strings.LastIndex(c.Image, ":")], "scale-")
 		if longRunning && binary != "chaos-runner" {
 			if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
 				t.Errorf("%s: liveness must be /healthz (never a dependency check)", where)

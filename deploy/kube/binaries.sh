@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes control plane the chart's tests run on (kube-apiserver,
+# kube-controller-manager, kube-scheduler and kwok's fake nodes) from the Go
+# module proxy, and caches them: prints the folder that holds them.
+# About 15-20 minutes cold on 2 cores; nothing to do when cached.
+#   deploy/kube/binaries.sh            # -> ~/.cache/scale-k8s/v1.37.2/bin
+#   SCALE_K8S_BIN=/some/dir deploy/kube/binaries.sh
+set -euo pipefail
+K8S_VERSION=v1.37.2
+STAGING_VERSION=v0.37.2   # k8s.io/api, client-go, ... of the same release
+KWOK_VERSION=v0.8.0
+out=${SCALE_K8S_BIN:-$HOME/.cache/scale-k8s/$K8S_VERSION/bin}
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} GOWORK=off GOFLAGS=-mod=mod
+
+missing=()
+for b in kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  [ -x "$out/$b" ] || missing+=("$b")
+done
+if [ ${#missing[@]} -eq 0 ]; then echo "$out"; exit 0; fi
+mkdir -p "$out"
+echo "kube binaries: building ${missing[*]} into $out (15-20 min cold)" >&2
+
+# k8s.io/kubernetes is not meant to be required: its go.mod replaces its 33
+# staging modules with folders of its own tree. A scratch module requires it and
+# points each of those at the published module of the same release instead.
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+{
+  echo "module scale.local/kubebinaries"
+  echo "go 1.26.0"
+  echo "require k8s.io/kubernetes $K8S_VERSION"
+  sed -n "s#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 $STAGING_VERSION#p" "$gomod"
+} > "$src/go.mod"
+(cd "$src" && go build -trimpath -o "$out/" k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
+GOBIN="$out" go install -trimpath "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+echo "$out"
