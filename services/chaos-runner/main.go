@@ -10,13 +10,15 @@
 //	chaos-runner stop DIR              stop the run working in DIR, healing every fault
 //	chaos-runner report JOURNAL [HTML] write a journal's self-contained HTML report
 //	chaos-runner schema                print the experiment files' JSON Schema
+//	chaos-runner pods kill [flags]     kill pods of a Kubernetes namespace (client-go)
 //
 // It is its own module so that client-go's dependency graph (the Kubernetes
-// driver, next) stays out of the pipeline services.
+// driver) stays out of the pipeline services.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -28,9 +30,12 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/kube"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/runner"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/schedule"
@@ -59,6 +64,15 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
   chaos-runner stop DIR           stop the run whose --dir is DIR, as SIGINT does: every fault healed, exit 2
   chaos-runner report JOURNAL [HTML]  write the HTML report of a journal (default: beside it, report.html)
   chaos-runner schema             print the JSON Schema of experiment files
+  chaos-runner pods kill --namespace NS --selector LABELS [--mode M] [--value V] [--how H] [--grace S]
+                    [--seed N] [--kubeconfig FILE]
+                                  kill pods on Kubernetes: only pods labelled scale.dev/chaos-target=true, never
+                                  the runner's own (POD_NAMESPACE/POD_NAME); --mode one (default), all, fixed,
+                                  fixed-percent (rounded up, at least 1) or random-max-percent with --value,
+                                  drawn from --seed without replacement; --how delete (with --grace seconds,
+                                  default the pod's own), force (grace 0) or evict (refused while a
+                                  PodDisruptionBudget allows no disruption). Prints one JSON line per pod.
+                                  In a pod it uses its service account; else --kubeconfig or ~/.kube/config.
 
 run flags:
   --dry-run        print the resolved plan (every target, every fault time) and touch nothing
@@ -130,6 +144,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, "stopped; every fault healed")
 		return 0
+	case "pods":
+		if len(args) < 2 || args[1] != "kill" {
+			fmt.Fprint(stderr, usage)
+			return runner.ExitError
+		}
+		return killPods(ctx, args[2:], stdout, stderr)
 	case "report":
 		if len(args) < 2 || len(args) > 3 {
 			fmt.Fprint(stderr, usage)
@@ -283,6 +303,48 @@ func runSchedule(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	if err := <-served; err != nil {
 		return fail(err)
+	}
+	return 0
+}
+
+// killPods is `chaos-runner pods kill`.
+func killPods(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("pods kill", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	var t kube.Target
+	fs.StringVar(&t.Namespace, "namespace", "", "")
+	fs.StringVar(&t.Selector, "selector", "", "")
+	fs.StringVar(&t.Mode, "mode", kube.One, "")
+	fs.Float64Var(&t.Value, "value", 0, "")
+	how := fs.String("how", kube.Delete, "")
+	grace := fs.Int64("grace", -1, "")
+	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "")
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "")
+	if err := fs.Parse(args); err != nil || t.Namespace == "" || fs.NArg() != 0 {
+		if err == nil {
+			fmt.Fprint(stderr, usage)
+		}
+		return runner.ExitError
+	}
+	cfg, err := kube.Config(*kubeconfig)
+	if err != nil {
+		fmt.Fprintln(stderr, "chaos-runner:", err)
+		return runner.ExitError
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "chaos-runner:", err)
+		return runner.ExitError
+	}
+	out, err := kube.Driver{Client: client, Self: kube.SelfFromEnv()}.Attack(ctx, t, *how, *grace, *seed)
+	enc := json.NewEncoder(stdout)
+	for _, o := range out {
+		enc.Encode(o) //nolint:errcheck // stdout
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "chaos-runner:", err)
+		return runner.ExitError
 	}
 	return 0
 }

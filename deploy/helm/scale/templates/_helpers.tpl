@@ -217,11 +217,6 @@ topologySpreadConstraints:
 volumes:
   - name: tmp
     emptyDir: {}
-{{- if eq (index . 1) "chaos-runner" }}
-  - name: experiments
-    configMap:
-      name: {{ include "scale.componentName" (list $ "chaos-runner") }}
-{{- end }}
 {{- end }}
 
 {{/* Container fields every service shares. */}}
