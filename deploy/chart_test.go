@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -34,7 +33,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/pkg/events"
 )
 
@@ -66,15 +64,20 @@ func readValues(t *testing.T, file string) map[string]any {
 	return v
 }
 
-// render renders the chart as `helm template` does (hooks and tests included).
+// render renders the chart as `helm template` does (hooks and tests included)
+// as release prod in namespace scale.
 func render(vals map[string]any, apis ...string) ([]object, error) {
+	return renderAs("prod", "scale", vals, apis...)
+}
+
+func renderAs(release, namespace string, vals map[string]any, apis ...string) ([]object, error) {
 	chrt, err := loader.Load(chartDir)
 	if err != nil {
 		return nil, err
 	}
 	install := action.NewInstall(&action.Configuration{})
 	install.DryRun, install.ClientOnly, install.Replace = true, true, true
-	install.ReleaseName, install.Namespace = "prod", "scale"
+	install.ReleaseName, install.Namespace = release, namespace
 	install.APIVersions = apis
 	install.KubeVersion = kubeVersion
 	rel, err := install.Run(chrt, vals)
@@ -322,51 +325,24 @@ func checkEnv(t *testing.T, where string, e corev1.EnvVar, names []string) {
 	}
 }
 
-// binaryEnvNames builds each binary and reads the SCALE_* names its --help lists.
-var binaryEnvNames = func() func(t *testing.T) map[string][]string {
-	var once sync.Once
-	var names map[string][]string
-	var err error
-	return func(t *testing.T) map[string][]string {
-		once.Do(func() {
-			var root, dir string
-			if root, err = launcher.RepoRoot(); err != nil {
-				return
+// binaryEnvNames reads the SCALE_* names each binary's --help lists.
+func binaryEnvNames(t *testing.T) map[string][]string {
+	names := map[string][]string{}
+	for name, bin := range binaries(t) {
+		out, _ := exec.Command(bin, "--help").CombinedOutput() // exits 0 or 2 with the usage
+		names[name] = []string{}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) > 0 && strings.HasPrefix(f[0], "SCALE_") {
+				names[name] = append(names[name], f[0])
 			}
-			if dir, err = os.MkdirTemp("", "scale-chart-bins-"); err != nil {
-				return
-			}
-			defer os.RemoveAll(dir)
-			var bins map[string]string
-			bins, err = launcher.Build(root, dir, map[string]string{
-				"ingest": "./services/ingest/cmd/ingest", "extract": "./services/extract/cmd/extract",
-				"similarity": "./services/similarity/cmd/similarity", "api": "./services/api/cmd/api",
-				"chaos-runner": "./services/chaos-runner",
-			})
-			if err != nil {
-				return
-			}
-			names = map[string][]string{}
-			for name, bin := range bins {
-				out, _ := exec.Command(bin, "--help").CombinedOutput() // exits 0 or 2 with the usage
-				names[name] = []string{}
-				sc := bufio.NewScanner(bytes.NewReader(out))
-				for sc.Scan() {
-					if f := strings.Fields(sc.Text()); len(f) > 0 && strings.HasPrefix(f[0], "SCALE_") {
-						names[name] = append(names[name], f[0])
-					}
-				}
-			}
-			if len(names["extract"]) < 10 {
-				err = fmt.Errorf("extract --help lists only %v", names["extract"])
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
 		}
-		return names
 	}
-}()
+	if len(names["extract"]) < 10 {
+		t.Fatalf("extract --help lists only %v", names["extract"])
+	}
+	return names
+}
 
 // TestExtractAutoscaling: one autoscaler (or none) per mode, never an HPA and
 // a ScaledObject together, no replica count that an upgrade would reset, the

@@ -13,8 +13,8 @@ out=${SCALE_K8S_BIN:-$HOME/.cache/scale-k8s/$K8S_VERSION/bin}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} GOWORK=off GOFLAGS=-mod=mod
 
 missing=()
-for b in kube-apiserver kube-controller-manager kube-scheduler kwok; do
-  [ -x "$out/$b" ] || missing+=("$b")
+for b in kube-apiserver kube-controller-manager kube-scheduler kwok kwok-stages.yaml; do
+  [ -e "$out/$b" ] || missing+=("$b")
 done
 if [ ${#missing[@]} -eq 0 ]; then echo "$out"; exit 0; fi
 mkdir -p "$out"
@@ -35,4 +35,12 @@ gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"Go
 (cd "$src" && go build -trimpath -o "$out/" k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
 GOBIN="$out" go install -trimpath "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+# kwok does nothing without stages: nodes become Ready and keep a lease, pods
+# become Ready, finish (those of Jobs) and go when deleted; a node labelled
+# node-not-ready.stage.kwok.x-k8s.io=true fails (the node attacks).
+stages=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')/kustomize/stage
+for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+         node/chaos/node-not-ready.yaml pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+  cat "$stages/$f"; echo "---"
+done > "$out/kwok-stages.yaml"
 echo "$out"

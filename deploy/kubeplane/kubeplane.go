@@ -77,7 +77,7 @@ func Start(t testing.TB, o Options) *Plane {
 		o.Nodes = 3
 	}
 	bin := BinDir()
-	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} {
+	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kwok-stages.yaml"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
 			testenv.Missing(t, "kubeplane: %s is not built (run deploy/kube/binaries.sh): %v", b, err)
 		}
@@ -169,7 +169,7 @@ func (p *Plane) start(etcd, bin string, o Options) error {
 		"--authentication-skip-lookup"); err != nil {
 		return err
 	}
-	return p.run("kwok", filepath.Join(bin, "kwok"), "--kubeconfig", p.Kubeconfig,
+	return p.run("kwok", filepath.Join(bin, "kwok"), "--kubeconfig", p.Kubeconfig, "--config", filepath.Join(bin, "kwok-stages.yaml"),
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector", FakeNodeAnnotation+"=fake",
 		"--server-address", fmt.Sprintf("127.0.0.1:%d", ports[5]), "--cidr", "10.244.0.1/16", "--node-ip", "10.0.0.1")
 }
