@@ -24,7 +24,7 @@ VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 VULNDB              ?= $(HOME)/.cache/scale/vulndb-$(VULNDB_VERSION)
 GOBIN_DIR           := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test vet lint tools fuzz run bench bench-lakh bench-pipeline corpus images
+.PHONY: build test vet lint tools fuzz run bench bench-lakh bench-pipeline corpus images kube-binaries
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/scale ./services/ingest/cmd/ingest ./services/extract/cmd/extract \
@@ -54,6 +54,12 @@ test: lint
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/midiparse
+
+# The Kubernetes control plane the chart's tests run on (kube-apiserver,
+# kube-controller-manager, kube-scheduler, kwok), built from the Go module
+# proxy into ~/.cache/scale-k8s (15-20 min cold; nothing when cached).
+kube-binaries:
+	bash deploy/kube/binaries.sh
 
 # Container images without a container engine: dist/images/NAME.tar (docker
 # load) and dist/images/oci (an OCI layout for crane or skopeo).

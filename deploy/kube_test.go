@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/scale-dev/scale/deploy/kubeplane"
+	"github.com/scale-dev/scale/internal/cgroup"
 	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/objstore"
 	"github.com/scale-dev/scale/internal/store"
@@ -65,8 +66,14 @@ func TestExtractAutoscalesOnQueueLag(t *testing.T) {
 	}
 	p := kubeplane.Start(t, kubeplane.Options{ControllerArgs: []string{"--horizontal-pod-autoscaler-sync-period=1s"}})
 	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(p.Logs())
+		if !t.Failed() {
+			return
+		}
+		t.Log(p.Logs())
+		pods, _ := p.Client.CoreV1().Pods(e2eNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=extract"})
+		for _, pod := range pods.Items {
+			t.Logf("pod %s phase %s node %q deleting %v ready %v conditions %v", pod.Name, pod.Status.Phase, pod.Spec.NodeName,
+				pod.DeletionTimestamp != nil, podReady(pod), pod.Status.Conditions)
 		}
 	})
 	ctx := context.Background()
@@ -105,7 +112,7 @@ chaosRunner: {enabled: true}
 	if err != nil {
 		t.Fatal(err)
 	}
-	kl := &kubelet{t: t, client: c, bins: bins, procs: map[types.UID]*launcher.Process{}}
+	kl := &kubelet{t: t, client: c, bins: bins, procs: map[types.UID]*launcher.Process{}, seen: map[types.UID]bool{}}
 
 	// The release's migration Job, run for real (kwok only pretends to run pods).
 	migrate := findObject(t, objs, "Job", e2eRelease+"-scale-migrate-")
@@ -171,10 +178,22 @@ chaosRunner: {enabled: true}
 	runToEnd(t, kl, job.Spec.Template.Spec.Containers[0], e2eNamespace) // the consumer again
 
 	// Real workers drain the backlog; half the extract pods are killed on the way.
+	kl.cpus = 0.03 // about 65 files/s per worker: the drain lasts long enough to watch
 	kl.start(e2eNamespace, "app.kubernetes.io/component=extract")
+	drainStart := time.Now()
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		info, err := consumerInfo(conn)
+		t.Logf("consumer at the end: %+v %v; replicas %d; processes running %d", info, err, replicas(t, c), kl.running())
+		for _, l := range kl.logs() {
+			t.Logf("a worker's log:\n%s", tail(l, 3000))
+		}
+	})
 	waitFor(t, "the first files done", 60*time.Second, func() (bool, int64) {
 		a, err := st.Account(ctx)
-		return err == nil && a.Done+a.Failed >= 500, a.Done + a.Failed
+		return err == nil && a.Done+a.Failed >= 300, a.Done + a.Failed
 	})
 	token := serviceAccountToken(t, c, e2eRelease+"-scale-chaos-runner")
 	runnerConfig := filepath.Join(t.TempDir(), "runner.kubeconfig")
@@ -191,25 +210,27 @@ chaosRunner: {enabled: true}
 		t.Fatalf("fixed-percent 50 of 10 killed %d pods, want 5:\n%s", n, killed)
 	}
 	t.Logf("killed during the drain:\n%s", killed)
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		info, err := consumerInfo(conn)
-		t.Logf("consumer at the end: %+v %v; replicas %d; processes running %d", info, err, replicas(t, c), kl.running())
-		for _, l := range kl.logs() {
-			t.Logf("a worker's log:\n%s", l[max(0, len(l)-3000):])
-		}
+	// The ReplicaSet replaces them: five new pods become Ready (before the
+	// shrinking backlog lets the HPA take replicas away again).
+	waitFor(t, "the killed pods replaced", 30*time.Second, func() (bool, int) {
+		n := kl.seenCount()
+		return n >= 15, n
 	})
 	final := waitFor(t, "every file a song or a failure", 180*time.Second, func() (bool, store.Accounting) {
 		a, err := st.Account(ctx)
 		return err == nil && a.Discovered == 5000 && a.Balanced(), a
 	})
-	t.Logf("accounting: %+v; extract processes started %d, killed %d", final, kl.startedCount(), kl.killedCount())
+	t.Logf("accounting: %+v; extract pods Ready %d, processes started %d, killed %d", final, kl.seenCount(), kl.startedCount(), kl.killedCount())
+	for _, e := range kl.exited() {
+		t.Errorf("an extract process exited on its own: %s", e)
+	}
 	if kl.killedCount() < 5 {
 		t.Errorf("the stand-in kubelet killed %d processes for deleted pods, want at least the 5 killed", kl.killedCount())
 	}
+	drained := time.Now()
 	waitReplicas(t, c, "drained → back to 1 replica", 60*time.Second, 1)
+	t.Logf("5,000 files drained by real workers in %s; back to 1 replica %s after the drain began", drained.Sub(drainStart).Round(time.Millisecond),
+		time.Since(drainStart).Round(time.Millisecond))
 	kl.stop()
 
 	// The runner's service account: pods here, nothing in kube-system, no nodes.
@@ -458,6 +479,10 @@ type kubelet struct {
 	bins    map[string]string
 	mu      sync.Mutex
 	procs   map[types.UID]*launcher.Process
+	seen    map[types.UID]bool // every pod that was Ready
+	cpus    float64            // each worker process's CPU cap (0: none)
+	groups  int
+	exits   []string // processes that exited on their own, with their log's end
 	started int
 	killed  int
 	cancel  context.CancelFunc
@@ -509,11 +534,19 @@ func (k *kubelet) sync(ctx context.Context, ns, selector string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for uid, pod := range live {
-		if _, ok := k.procs[uid]; !ok {
-			if proc := k.startContainer(ns, pod.Name, pod.Spec.Containers[0]); proc != nil {
-				k.procs[uid] = proc
-				k.started++
+		k.seen[uid] = true
+		proc, ok := k.procs[uid]
+		if ok {
+			select {
+			case <-proc.Done(): // exited: the kubelet restarts a container (restartPolicy Always)
+				k.exits = append(k.exits, fmt.Sprintf("%s: %v\n%s", pod.Name, proc.Wait(), tail(proc.Log(), 1500)))
+			default:
+				continue
 			}
+		}
+		if proc := k.startContainer(ns, pod.Name, pod.Spec.Containers[0]); proc != nil {
+			k.procs[uid] = proc
+			k.started++
 		}
 	}
 	for uid, proc := range k.procs {
@@ -535,6 +568,16 @@ func podReady(p corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+func tail(s string, n int) string { return s[max(0, len(s)-n):] }
+
+func (k *kubelet) seenCount() int { k.mu.Lock(); defer k.mu.Unlock(); return len(k.seen) }
+
+func (k *kubelet) exited() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]string(nil), k.exits...)
 }
 
 func (k *kubelet) running() int { k.mu.Lock(); defer k.mu.Unlock(); return len(k.procs) }
@@ -590,6 +633,19 @@ func (k *kubelet) startContainer(ns, pod string, c corev1.Container) *launcher.P
 	if err != nil {
 		k.t.Errorf("starting %s for pod %s: %v", binary, pod, err)
 		return nil
+	}
+	if k.cpus > 0 {
+		// A small pod: its CPU capped, as a container's limit would, so that
+		// a worker's rate is a pod's and not the machine's.
+		k.groups++
+		g, err := cgroup.Limit(fmt.Sprintf("e2e-%d", k.groups), k.cpus)
+		if err == nil {
+			err = g.Add(proc.Pid())
+			go func() { <-proc.Done(); g.Close() }() //nolint:errcheck // best effort when the process is gone
+		}
+		if err != nil {
+			k.t.Errorf("capping pod %s: %v", pod, err)
+		}
 	}
 	return proc
 }

@@ -1,5 +1,5 @@
 // Package kubeplane runs a real Kubernetes control plane on loopback for
-// tests: etcd (Debian's etcd-server), kube-apiserver, kube-controller-manager
+// tests: etcd, kube-apiserver, kube-controller-manager
 // (the ReplicaSet, HPA, disruption and garbage-collection controllers),
 // kube-scheduler, and kwok, which plays the kubelet of fake nodes (pods on
 // them become Running and Ready; nothing runs in them). The binaries come from
@@ -77,15 +77,12 @@ func Start(t testing.TB, o Options) *Plane {
 		o.Nodes = 3
 	}
 	bin := BinDir()
-	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kwok-stages.yaml"} {
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kwok-stages.yaml"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			testenv.Missing(t, "kubeplane: %s is not built (run deploy/kube/binaries.sh): %v", b, err)
+			testenv.Missing(t, "kubeplane: %s is not built (make kube-binaries): %v", b, err)
 		}
 	}
-	etcd, err := exec.LookPath("etcd")
-	if err != nil {
-		testenv.Missing(t, "kubeplane: etcd is not installed (apt-get install etcd-server): %v", err)
-	}
+	etcd := filepath.Join(bin, "etcd")
 	dir, err := os.MkdirTemp("", "kubeplane-")
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +166,11 @@ func (p *Plane) start(etcd, bin string, o Options) error {
 		"--authentication-skip-lookup"); err != nil {
 		return err
 	}
+	// The heartbeat-with-lease stage only keeps a node Ready while kwok renews
+	// its lease; without a lease duration it renews none, and 40 s later the
+	// node lifecycle controller taints every node and evicts the pods.
 	return p.run("kwok", filepath.Join(bin, "kwok"), "--kubeconfig", p.Kubeconfig, "--config", filepath.Join(bin, "kwok-stages.yaml"),
+		"--node-lease-duration-seconds", "40",
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector", FakeNodeAnnotation+"=fake",
 		"--server-address", fmt.Sprintf("127.0.0.1:%d", ports[5]), "--cidr", "10.244.0.1/16", "--node-ip", "10.0.0.1")
 }
