@@ -17,10 +17,10 @@ import (
 // loadCompose loads docker-compose.yml as `docker compose` does: the
 // compose-spec schema, interpolation with the defaults (no environment), and
 // the consistency checks (undefined services, networks, volumes).
-func loadCompose(t *testing.T) *types.Project {
+func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
 	opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"}, cli.WithName("scale"),
-		cli.WithWorkingDirectory(".."), cli.WithEnv(nil), cli.WithConsistency(true))
+		cli.WithWorkingDirectory(".."), cli.WithEnv(nil), cli.WithConsistency(true), cli.WithProfiles(profiles))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,13 +31,15 @@ func loadCompose(t *testing.T) *types.Project {
 	return project
 }
 
-// TestComposeFile holds docker-compose.yml to what its users need: every
+// TestComposeFile holds docker-compose.yml (with its observability profile) to
+// what its users need: every
 // dependency it waits to be healthy has a health check, images are pinned,
 // scaled services can scale, Scale's own services run as in the chart (read-only,
 // non-root, no capabilities) and check themselves with their binary's probe.
 func TestComposeFile(t *testing.T) {
-	project := loadCompose(t)
-	for _, want := range []string{"nats", "postgres", "s3", "migrate", "ingest", "extract", "similarity", "api"} {
+	project := loadCompose(t, "observability")
+	for _, want := range []string{"nats", "postgres", "s3", "migrate", "ingest", "extract", "similarity", "api",
+		"prometheus", "grafana", "otel-collector"} {
 		if _, ok := project.Services[want]; !ok {
 			t.Errorf("no %s service", want)
 		}
