@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -58,8 +59,11 @@ const (
 // missing → scaling stops with the replicas unchanged; real workers drain the
 // backlog while the chaos runner (as its own service account) force-kills half
 // the extract pods, the ReplicaSet replaces them, and every file ends as
-// exactly one song or failure; drained → back to 1. And the runner's RBAC: it
-// may delete pods in its namespace, not in kube-system, and not touch nodes.
+// exactly one song or failure; drained → back to 1. Then a chaos experiment
+// with environment kubernetes (chaos-runner run) kills half the extract pods
+// during its own workload and passes on its own accounting. And the runner's
+// RBAC: it may delete pods in its namespace, not in kube-system, and not touch
+// nodes.
 func TestExtractAutoscalesOnQueueLag(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the control-plane test takes about a minute")
@@ -231,6 +235,7 @@ chaosRunner: {enabled: true}
 	waitReplicas(t, c, "drained → back to 1 replica", 60*time.Second, 1)
 	t.Logf("5,000 files drained by real workers in %s; back to 1 replica %s after the drain began", drained.Sub(drainStart).Round(time.Millisecond),
 		time.Since(drainStart).Round(time.Millisecond))
+	runKubernetesExperiment(t, p, c, kl, bins, corpus, natsURL, pgURL)
 	kl.stop()
 
 	// The runner's service account: pods here, nothing in kube-system, no nodes.
@@ -255,6 +260,84 @@ chaosRunner: {enabled: true}
 			t.Errorf("%s %+v: allowed %v, want %v", sa, tt.attrs, sar.Status.Allowed, tt.want)
 		}
 	}
+}
+
+// runKubernetesExperiment runs `chaos-runner run` with environment
+// kubernetes against the release, as the runner's service account: it ingests
+// 1,000 more files, kills half the extract pods (force) 2 s in, and judges the
+// run by its own accounting: every file exactly once, every similar list
+// equal to a brute force (similarity runs for real from here on).
+func runKubernetesExperiment(t *testing.T, p *kubeplane.Plane, c kubernetes.Interface, kl *kubelet, bins map[string]string,
+	corpus, natsURL, pgURL string) {
+	t.Helper()
+	sim := &kubelet{t: t, client: c, bins: bins, procs: map[types.UID]*launcher.Process{}, seen: map[types.UID]bool{}}
+	sim.start(e2eNamespace, "app.kubernetes.io/component=similarity")
+	stats, err := synth.Measure(testenv.SharedCorpus(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	more := filepath.Join(corpus, "c")
+	if err := synth.WriteCorpus(context.Background(), stats, more, 1000, 99, 0.02, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, extra := range []string{"md5_to_paths.json", "expected.jsonl"} {
+		os.Remove(filepath.Join(more, extra)) //nolint:errcheck // the workload is the MIDI files
+	}
+	dir := t.TempDir()
+	exp := filepath.Join(dir, "extract-pods.yaml")
+	if err := os.WriteFile(exp, []byte(fmt.Sprintf(`name: extract-pods-killed
+description: half the extract pods force-deleted while a backlog drains
+seed: 5
+environment: {type: kubernetes, namespace: %s, release: %s}
+workload:
+  corpus: {folder: %q}
+method:
+  - name: half the extract pods
+    type: pod-kill
+    target: {component: extract, mode: percent, value: 50}
+    how: force
+    at: 2s
+`, e2eNamespace, e2eRelease, more)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	token := serviceAccountToken(t, c, e2eRelease+"-scale-chaos-runner")
+	kubeconfig := filepath.Join(dir, "runner.kubeconfig")
+	if err := p.WriteKubeconfig(kubeconfig, token); err != nil {
+		t.Fatal(err)
+	}
+	before := kl.killedCount()
+	cmd := exec.Command(bins["chaos-runner"], "run", "--dir", filepath.Join(dir, "run"), "--kubeconfig", kubeconfig, exp)
+	cmd.Env = append(os.Environ(), "SCALE_NATS_URL="+natsURL, "SCALE_POSTGRES_URL="+pgURL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("chaos-runner run (environment kubernetes): %v\n%s", err, tail(string(out), 6000))
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "run", "journal.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j struct {
+		Verdict string `json:"verdict"`
+		Faults  []struct {
+			Step struct {
+				Targets []string `json:"targets"`
+			} `json:"step"`
+		} `json:"faults"`
+		Accounting struct {
+			Files      int      `json:"files"`
+			Lost       []string `json:"lost"`
+			Duplicated []string `json:"duplicated"`
+		} `json:"accounting"`
+	}
+	if err := json.Unmarshal(data, &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.Verdict != "passed" || len(j.Faults) != 1 || len(j.Faults[0].Step.Targets) == 0 || j.Accounting.Files != 1000 ||
+		len(j.Accounting.Lost)+len(j.Accounting.Duplicated) != 0 {
+		t.Fatalf("journal: %+v", j)
+	}
+	t.Logf("experiment extract-pods-killed: %s; pods killed %v; 1,000 files, 0 lost, 0 duplicated; extract processes killed %d",
+		j.Verdict, j.Faults[0].Step.Targets, kl.killedCount()-before)
 }
 
 // mergeValues lays b over a (maps merged key by key).

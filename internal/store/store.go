@@ -367,6 +367,14 @@ func (a Accounting) Balanced() bool {
 	return a.Pending == 0 && a.Done+a.Failed == a.Discovered && a.Failures == a.Failed
 }
 
+// Finished counts the discovered files that are a song or a failure now
+// (the chaos runner's progress probe; cheaper than Account).
+func (s *Store) Finished(ctx context.Context) (int, error) {
+	var n int
+	err := s.Pool.QueryRow(ctx, "SELECT count(*) FROM discovered_files WHERE status <> 'pending'").Scan(&n)
+	return n, err
+}
+
 // Account reads the ledger in one snapshot.
 func (s *Store) Account(ctx context.Context) (Accounting, error) { return account(ctx, s.Pool) }
 

@@ -45,7 +45,8 @@ import (
 const usage = `chaos-runner: chaos experiments against the real Scale pipeline
 
   chaos-runner validate FILE...   check experiment files; errors name the line
-  chaos-runner run [flags] FILE   run an experiment on this machine (environment: local)
+  chaos-runner run [flags] FILE   run an experiment: on this machine (environment: local) or against a release on
+                                  Kubernetes (environment: kubernetes)
   chaos-runner replay [flags] JOURNAL  run a journal's plan again (same seed, targets, times) and say where the
                                   outcome differs; takes the run flags
   chaos-runner sweep [--dir DIR] [--bins DIR] [--files N] [--api-rate N] [--seed N] [--only TEXT] [--ha]
@@ -79,6 +80,10 @@ run flags:
   --journal PATH   where to write the JSON journal (default: <dir>/journal.json); the HTML report goes beside it
   --dir DIR        work folder: corpus, Postgres, NATS stores, process logs (default: a new temporary folder)
   --bins DIR       prebuilt ingest, extract, similarity and api binaries (default: built from this repository)
+  --kubeconfig F   environment kubernetes: the cluster (default $KUBECONFIG; in a pod its service account; else
+                   ~/.kube/config). The runner reaches the release's NATS and Postgres with SCALE_NATS_URL and
+                   SCALE_POSTGRES_URL (a writer login), ingests the workload itself (corpus.s3, or corpus.folder when
+                   the pods run on this machine) and kills the release's pods (pod-kill faults)
 
 Exit codes: 0 passed, 1 an SLO or the accounting failed, 2 aborted (an abort condition fired, or SIGINT;
 every fault healed), 3 the runner itself failed (or a bad file or flag).
@@ -184,6 +189,7 @@ func runExperiment(ctx context.Context, replay bool, args []string, stdout, stde
 	journalPath := fs.String("journal", "", "")
 	dir := fs.String("dir", "", "")
 	binDir := fs.String("bins", "", "")
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
 		if err == nil {
@@ -229,17 +235,23 @@ func runExperiment(ctx context.Context, replay bool, args []string, stdout, stde
 	if *journalPath == "" {
 		*journalPath = filepath.Join(*dir, "journal.json")
 	}
-	log.Info("work folder (chaos-runner stop DIR ends the run)", "dir", *dir)
-	bins, err := runner.Binaries(*binDir, filepath.Join(*dir, "bin"))
-	if err != nil {
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		fmt.Fprintln(stderr, "chaos-runner:", err)
 		return runner.ExitError
 	}
+	log.Info("work folder (chaos-runner stop DIR ends the run)", "dir", *dir)
+	opts := runner.Options{Dir: *dir, Log: log, Kubeconfig: *kubeconfig}
+	if exp.Environment.Type != experiment.Kubernetes { // a release on a cluster runs its own binaries
+		if opts.Bins, err = runner.Binaries(*binDir, filepath.Join(*dir, "bin")); err != nil {
+			fmt.Fprintln(stderr, "chaos-runner:", err)
+			return runner.ExitError
+		}
+	}
 	var j *runner.Journal
 	if prev != nil {
-		j = runner.Replay(ctx, prev, runner.Options{Dir: *dir, Bins: bins, Log: log})
+		j = runner.Replay(ctx, prev, opts)
 	} else {
-		j = runner.Run(ctx, exp, runner.Options{Dir: *dir, Bins: bins, Log: log})
+		j = runner.Run(ctx, exp, opts)
 	}
 	if err := j.Write(*journalPath); err != nil {
 		fmt.Fprintln(stderr, "chaos-runner: writing the journal:", err)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,7 +47,11 @@ type Experiment struct {
 
 // Environment is where the experiment runs.
 type Environment struct {
-	Type               string   `json:"type"`
+	Type string `json:"type"` // local: the runner starts the pipeline; kubernetes: a release already running
+	// Namespace and Release locate a kubernetes run's pods: those labelled
+	// app.kubernetes.io/instance=<release> in the namespace.
+	Namespace          string   `json:"namespace,omitempty"`
+	Release            string   `json:"release,omitempty"`
 	ExtractWorkers     int      `json:"extractWorkers,omitempty"`
 	NATSNodes          int      `json:"natsNodes,omitempty"`
 	ExtractConcurrency int      `json:"extractConcurrency,omitempty"`
@@ -62,6 +67,11 @@ type Environment struct {
 	// went while each fault lasted; 0 traces nothing. Default 0.1.
 	TraceSample *float64 `json:"traceSample,omitempty"`
 }
+
+// Kubernetes is the environment of a release already running on a cluster:
+// the runner drives the workload and kills its pods (pod-kill) through the
+// Kubernetes API.
+const Kubernetes = "kubernetes"
 
 // Hosts is the network that runs each pipeline process on a host of its own
 // (a network namespace), which a network-partition needs.
@@ -146,6 +156,7 @@ type Fault struct {
 	AckWait       Duration `json:"ackWait,omitempty"`       // queue-redelivery
 	MaxAckPending int      `json:"maxAckPending,omitempty"` // queue-saturation
 	Stream        string   `json:"stream,omitempty"`        // queue-stepdown, queue-reject: discovered (default) or outcomes
+	How           string   `json:"how,omitempty"`           // pod-kill: delete (default, the pod's grace period), force or evict
 	Repeat        *Repeat  `json:"repeat,omitempty"`
 }
 
@@ -233,6 +244,40 @@ func (e Experiment) instances(component string) int {
 	}
 }
 
+// checkKubernetes checks what a run on a cluster can do: kill, force-delete
+// or evict the release's pods.
+func (e Experiment) checkKubernetes(lines map[string]int) Errors {
+	var errs Errors
+	add := func(path, format string, args ...any) {
+		errs = append(errs, Error{Line: lines[path], Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if e.Environment.Namespace == "" {
+		add("/environment", "a kubernetes run needs the release's namespace (environment.namespace)")
+	}
+	if e.Workload.API != nil {
+		add("/workload/api", "API load runs only in the local environment")
+	}
+	if e.Workload.Corpus.Synthetic != nil {
+		add("/workload/corpus", "a kubernetes run reads a corpus its pods can read: corpus.s3 (or corpus.folder when the pods run on this machine)")
+	}
+	for i, f := range e.Method {
+		p := fmt.Sprintf("/method/%d", i)
+		switch {
+		case f.Type != "pod-kill":
+			add(p+"/type", "a kubernetes run injects pod-kill faults only, not %s", f.Type)
+		case !slices.Contains([]string{"extract", "similarity", "api", "ingest"}, f.Target.Component):
+			add(p+"/target/component", "a pod-kill kills pods of extract, similarity, api or ingest, not %s", f.Target.Component)
+		case f.Target.Mode == Leader || f.Target.Mode == Primary:
+			add(p+"/target/mode", "a pod-kill picks pods: one, all, fixed or percent")
+		case (f.Target.Mode == "fixed" || f.Target.Mode == "percent") && f.Target.Value == 0:
+			add(p+"/target", "mode %s needs a value", f.Target.Mode)
+		case f.Target.Mode == "percent" && f.Target.Value > 100:
+			add(p+"/target/value", "%v percent", f.Target.Value)
+		}
+	}
+	return errs
+}
+
 // Error is one problem in an experiment file, at a line (0 when unknown).
 type Error struct {
 	Line int
@@ -307,6 +352,9 @@ func Parse(data []byte) (Experiment, error) {
 }
 
 func (e *Experiment) defaults() {
+	if e.Environment.Type == Kubernetes && e.Environment.Release == "" {
+		e.Environment.Release = "scale" // as docs/kubernetes.md installs it
+	}
 	if e.Environment.ExtractWorkers == 0 {
 		e.Environment.ExtractWorkers = 2
 	}
@@ -376,9 +424,19 @@ func (e Experiment) check(lines map[string]int) Errors {
 	for _, c := range e.Allow {
 		allowed[c] = true
 	}
+	kube := e.Environment.Type == Kubernetes
+	if kube {
+		errs = append(errs, e.checkKubernetes(lines)...)
+	}
 	for i, f := range e.Method {
 		p := fmt.Sprintf("/method/%d", i)
 		c := f.Target.Component
+		if f.Type == "pod-kill" && !kube {
+			add(p+"/type", "a pod-kill kills pods of a release on Kubernetes (environment.type: kubernetes); here use process-kill")
+		}
+		if f.Type == "pod-kill" || kube {
+			continue // checkKubernetes
+		}
 		if len(e.Allow) > 0 && !allowed[c] {
 			add(p+"/target/component", "component %q is not in the experiment's allow list %v", c, e.Allow)
 		}

@@ -213,3 +213,47 @@ func TestShippedExperimentsAreValid(t *testing.T) {
 		}
 	}
 }
+
+// TestKubernetesExperiments: a run against a release kills its pods, picked
+// when injected; anything else is refused by name.
+func TestKubernetesExperiments(t *testing.T) {
+	const doc = `name: extract-pods
+seed: 3
+environment: {type: kubernetes, namespace: scale-e2e, release: prod}
+workload:
+  corpus: {folder: /tmp/corpus}
+method:
+  - type: pod-kill
+    target: {component: extract, mode: percent, value: 50}
+    how: force
+    at: 2s
+`
+	e, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := e.Resolve()
+	if len(plan.Steps) != 1 {
+		t.Fatalf("plan %v", plan)
+	}
+	s := plan.Steps[0]
+	if s.Targets != nil || s.Component != "extract" || s.Mode != "percent" || s.Value != 50 || s.How != "force" {
+		t.Errorf("step %+v: the pods are picked when injected", s)
+	}
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"no namespace", "namespace: scale-e2e, ", "", "environment.namespace"},
+		{"a local fault", "type: pod-kill", "type: process-kill", "pod-kill faults only"},
+		{"not a pod", "component: extract", "component: nats", "not nats"},
+		{"a leader", "mode: percent, value: 50", "mode: leader", "one, all, fixed or percent"},
+		{"a synthetic corpus", "{folder: /tmp/corpus}", "{synthetic: {files: 10}}", "corpus.s3"},
+		{"pod-kill locally", "type: kubernetes, namespace: scale-e2e, release: prod", "type: local", "environment.type: kubernetes"},
+		{"an unknown way to kill", "how: force", "how: gently", "/method/0/how"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(strings.Replace(doc, tc.from, tc.to, 1)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one that mentions %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -72,6 +73,12 @@ type Step struct {
 	From          []string `json:"from,omitempty"`
 	AckWait       Duration `json:"ackWait,omitempty"`
 	MaxAckPending int      `json:"maxAckPending,omitempty"`
+	// A pod-kill's pods are picked when it is injected (a cluster's pods
+	// come and go): the component's, by mode and value, killed how.
+	Component string  `json:"component,omitempty"`
+	Mode      string  `json:"mode,omitempty"`
+	Value     float64 `json:"value,omitempty"`
+	How       string  `json:"how,omitempty"`
 }
 
 // Plan is every injection of an experiment, in time order.
@@ -120,12 +127,16 @@ func (e Experiment) Resolve() Plan {
 					targets = append(targets, fmt.Sprintf("extract-%d", e.Environment.ExtractWorkers+added))
 				}
 			}
-			p.Steps = append(p.Steps, Step{
+			step := Step{
 				Fault: f.Name, Type: f.Type, Targets: targets,
 				At: Duration(f.At.D() + time.Duration(k)*every), Duration: f.Duration,
 				Latency: f.Latency, Jitter: f.Jitter, Rate: f.Rate, Workers: f.Workers, CPUs: f.CPUs, From: f.From,
 				AckWait: f.AckWait, MaxAckPending: f.MaxAckPending,
-			})
+			}
+			if f.Type == "pod-kill" {
+				step.Targets, step.Component, step.Mode, step.Value, step.How = nil, f.Target.Component, f.Target.Mode, f.Target.Value, f.How
+			}
+			p.Steps = append(p.Steps, step)
 		}
 	}
 	sort.SliceStable(p.Steps, func(i, j int) bool { return p.Steps[i].At < p.Steps[j].At })
@@ -173,7 +184,11 @@ func (p Plan) String() string {
 		if s.Duration > 0 {
 			heal = "after " + s.Duration.D().String()
 		}
-		fmt.Fprintf(&b, "  at %8s  %-16s %-18s on %s, healed %s\n", s.At.D(), s.Type, s.Fault, strings.Join(s.Targets, ", "), heal)
+		on := strings.Join(s.Targets, ", ")
+		if s.Type == "pod-kill" {
+			on = fmt.Sprintf("%s pods (%s %g), picked when injected", s.Component, cmp.Or(s.Mode, "one"), s.Value)
+		}
+		fmt.Fprintf(&b, "  at %8s  %-16s %-18s on %s, healed %s\n", s.At.D(), s.Type, s.Fault, on, heal)
 	}
 	return b.String()
 }

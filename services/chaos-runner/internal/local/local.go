@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scale-dev/scale/internal/cgroup"
 	"github.com/scale-dev/scale/internal/corpus"
 	"github.com/scale-dev/scale/internal/freeport"
@@ -480,6 +482,18 @@ func (e *Env) writeState() error {
 	return os.WriteFile(filepath.Join(e.opts.Dir, StateFile), data, 0o644)
 }
 
+// DB is the store the runner accounts with.
+func (e *Env) DB() *store.Store { return e.Store }
+
+// Stream is the JetStream context the runner reads the queues with.
+func (e *Env) Stream() jetstream.JetStream { return e.Conn.JS }
+
+// Workload is the workload's source URLs.
+func (e *Env) Workload() []string { return e.Files }
+
+// APIBase is where the API is served (its process or the balancer).
+func (e *Env) APIBase() string { return e.APIAddr }
+
 // StartIngest starts ingest: the workload begins.
 func (e *Env) StartIngest() error { return e.start("ingest") }
 
@@ -714,10 +728,4 @@ func healAll(heals []func(context.Context) error) func(context.Context) error {
 }
 
 // Finished counts the files that are a song or a failure row now.
-func (e *Env) Finished(ctx context.Context) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	var n int
-	err := e.Store.Pool.QueryRow(ctx, "SELECT count(*) FROM discovered_files WHERE status <> 'pending'").Scan(&n)
-	return n, err
-}
+func (e *Env) Finished(ctx context.Context) (int, error) { return e.Store.Finished(ctx) }

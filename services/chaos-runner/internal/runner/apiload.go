@@ -12,7 +12,6 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
-	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
 )
 
 // apiLoad is open-loop load on the API: requests leave at a constant rate
@@ -35,7 +34,7 @@ type apiResult struct {
 // startAPILoad attacks the API at load.Rate until stop. Song ids come from
 // the database as the songs arrive; the endpoint of each request is drawn by
 // weight with a generator seeded from the experiment's seed.
-func startAPILoad(ctx context.Context, env *local.Env, load experiment.APILoad, seed uint64) *apiLoad {
+func startAPILoad(ctx context.Context, env Environment, load experiment.APILoad, seed uint64) *apiLoad {
 	weights := load.Endpoints
 	if len(weights) == 0 {
 		weights = map[string]float64{"similar": 0.8, "song": 0.15, "instruments": 0.05}
@@ -52,7 +51,7 @@ func startAPILoad(ctx context.Context, env *local.Env, load experiment.APILoad, 
 	var idsMu sync.Mutex
 	var ids []string
 	refresh := func() {
-		rows, err := env.Store.Pool.Query(ctx, "SELECT id FROM songs ORDER BY id LIMIT 2000")
+		rows, err := env.DB().Pool.Query(ctx, "SELECT id FROM songs ORDER BY id LIMIT 2000")
 		if err != nil {
 			return
 		}
@@ -70,7 +69,7 @@ func startAPILoad(ctx context.Context, env *local.Env, load experiment.APILoad, 
 	}
 	rng := rand.New(rand.NewPCG(seed, 1))
 	var rngMu sync.Mutex
-	base := "http://" + env.APIAddr
+	base := "http://" + env.APIBase()
 	targeter := func(t *vegeta.Target) error {
 		rngMu.Lock()
 		x := rng.Float64() * total
@@ -171,12 +170,12 @@ func (l *apiLoad) stop() {
 
 // envClient is an HTTP client that reaches the environment's services
 // (with hosts, from the lab's switch).
-func envClient(env *local.Env, timeout time.Duration) *http.Client {
+func envClient(env Environment, timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: env.Dial}}
 }
 
 // apiReady reports whether every API process answers /readyz.
-func apiReady(env *local.Env) bool {
+func apiReady(env Environment) bool {
 	c := envClient(env, time.Second)
 	defer c.CloseIdleConnections()
 	for _, addr := range env.APIs() {

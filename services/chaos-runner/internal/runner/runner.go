@@ -10,19 +10,24 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scale-dev/scale/internal/launcher"
+	"github.com/scale-dev/scale/internal/otlprecv"
+	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/telemetry"
 	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/experiment"
+	"github.com/scale-dev/scale/services/chaos-runner/internal/kubeenv"
 	"github.com/scale-dev/scale/services/chaos-runner/internal/local"
 )
 
@@ -36,6 +41,9 @@ type Options struct {
 	Plan *experiment.Plan
 	// ReplayOf names the run a replay repeats.
 	ReplayOf string
+	// Kubeconfig is the kubeconfig of a kubernetes run (empty: in a pod, its
+	// service account; else ~/.kube/config).
+	Kubeconfig string
 }
 
 // PipelineBinaries are the binaries the local driver runs, by name, with
@@ -68,6 +76,35 @@ func Binaries(dir, out string) (map[string]string, error) {
 	return launcher.Build(root, out, PipelineBinaries)
 }
 
+// Environment is where an experiment runs: the local driver's pipeline
+// (local.Env), or a release on Kubernetes (kubeenv.Env).
+type Environment interface {
+	DB() *store.Store            // the ledger the accounting reads
+	Stream() jetstream.JetStream // the queues
+	Workload() []string          // the workload's files
+	APIBase() string             // where API load goes ("" without an API of the run's own)
+	APIs() []string              // each API process's address (readiness)
+	Dial(ctx context.Context, network, addr string) (net.Conn, error)
+	StartIngest() error // the workload begins
+	Inject(ctx context.Context, step experiment.Step) (heal func(context.Context) error, targets []string, err error)
+	Finished(ctx context.Context) (int, error)
+	Spans() []otlprecv.Span // the services' traces (none when not collected)
+	Failovers() []string    // the Postgres failovers the driver made
+	Stop()
+}
+
+// startEnvironment brings up the experiment's environment.
+func startEnvironment(ctx context.Context, exp experiment.Experiment, o Options) (Environment, error) {
+	if exp.Environment.Type == experiment.Kubernetes {
+		return kubeenv.Start(ctx, exp, kubeenv.Options{Kubeconfig: o.Kubeconfig, Log: o.Log})
+	}
+	env, err := local.Start(ctx, exp, local.Options{Dir: o.Dir, Bins: o.Bins, Log: o.Log})
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return env, nil
+}
+
 // sampleEvery is how often the probes run.
 const sampleEvery = 250 * time.Millisecond
 
@@ -90,7 +127,7 @@ func Run(ctx context.Context, exp experiment.Experiment, o Options) *Journal {
 		span.SetAttributes(attribute.String("chaos.verdict", j.Verdict))
 		span.End()
 	}()
-	env, err := local.Start(ctx, exp, local.Options{Dir: o.Dir, Bins: o.Bins, Log: o.Log})
+	env, err := startEnvironment(ctx, exp, o)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -109,7 +146,7 @@ type run struct {
 	exp experiment.Experiment
 	o   Options
 	j   *Journal
-	env *local.Env
+	env Environment
 	seq int
 
 	mu      sync.Mutex // guards the journal's samples and faults while the run goes on
@@ -134,7 +171,7 @@ func (r *run) publish(ev events.Chaos) {
 	ev.Run, ev.Experiment, ev.Seq, ev.At = r.j.Run, r.exp.Name, r.seq, time.Now().UTC()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := transport.PublishBatch(ctx, r.env.Conn.JS, ev.Subject(), []events.Chaos{ev}); err != nil {
+	if err := transport.PublishBatch(ctx, r.env.Stream(), ev.Subject(), []events.Chaos{ev}); err != nil {
 		r.o.Log.Warn("publishing a chaos event", "kind", ev.Kind, "error", err)
 	}
 }
@@ -143,12 +180,12 @@ func (r *run) publish(ev events.Chaos) {
 func (r *run) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		_, info, err := transport.Settled(ctx, r.env.Conn.JS, events.StreamDiscovered, events.ConsumerExtract)
+		_, info, err := transport.Settled(ctx, r.env.Stream(), events.StreamDiscovered, events.ConsumerExtract)
 		if err == nil && info != nil && apiReady(r.env) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the pipeline was not ready within 2 minutes (extract consumer %v, API %s): see the logs under %s", info != nil, r.env.APIAddr, r.o.Dir)
+			return fmt.Errorf("the pipeline was not ready within 2 minutes (extract consumer %v, API %s): see the logs under %s", info != nil, r.env.APIBase(), r.o.Dir)
 		}
 		if !transport.Sleep(ctx, 100*time.Millisecond) {
 			return ctx.Err()
@@ -289,12 +326,12 @@ func (r *run) waitDone(ctx context.Context) (aborted string) {
 }
 
 func (r *run) done(ctx context.Context) bool {
-	a, err := r.env.Store.Account(ctx)
-	if err != nil || a.Discovered < int64(len(r.env.Files)) || a.Pending > 0 {
+	a, err := r.env.DB().Account(ctx)
+	if err != nil || a.Discovered < int64(len(r.env.Workload())) || a.Pending > 0 {
 		return false
 	}
 	for _, c := range [][2]string{{events.StreamDiscovered, events.ConsumerExtract}, {events.StreamOutcomes, events.ConsumerSimilarity}} {
-		if ok, _, err := transport.Settled(ctx, r.env.Conn.JS, c[0], c[1]); err != nil || !ok {
+		if ok, _, err := transport.Settled(ctx, r.env.Stream(), c[0], c[1]); err != nil || !ok {
 			return false
 		}
 	}
@@ -362,10 +399,14 @@ func (r *run) probe(ctx context.Context) Sample {
 	// A probe that cannot read (its dependency is the one under attack)
 	// keeps the last reading.
 	s.Finished, s.Backlog = last.Finished, last.Backlog
-	if n, err := r.env.Finished(ctx); err == nil {
+	// A probe must not hold the sampler up while Postgres is under attack.
+	fctx, cancel := context.WithTimeout(ctx, time.Second)
+	n, err := r.env.Finished(fctx)
+	cancel()
+	if err == nil {
 		s.Finished = n
 	}
-	if _, info, err := transport.Settled(ctx, r.env.Conn.JS, events.StreamDiscovered, events.ConsumerExtract); err == nil && info != nil {
+	if _, info, err := transport.Settled(ctx, r.env.Stream(), events.StreamDiscovered, events.ConsumerExtract); err == nil && info != nil {
 		s.Backlog = info.NumPending + uint64(info.NumAckPending)
 	}
 	if r.load != nil {

@@ -27,7 +27,7 @@ func (r *run) phases() map[string][2]float64 {
 	}
 	// The work is done when the last outcome arrived.
 	for _, s := range samples {
-		if s.Finished >= len(r.env.Files) {
+		if s.Finished >= len(r.env.Workload()) {
 			end = s.T
 			break
 		}
@@ -139,7 +139,7 @@ func (r *run) recoveries(baseline float64) {
 		}
 		// Healed after the work was done (or with no sample since): nothing
 		// was left to recover.
-		if n := len(samples); n > 0 && samples[n-1].T < *f.Healed && samples[n-1].Finished >= len(r.env.Files) {
+		if n := len(samples); n > 0 && samples[n-1].T < *f.Healed && samples[n-1].Finished >= len(r.env.Workload()) {
 			zero := 0.0
 			f.Recovery = &zero
 			continue
@@ -149,7 +149,7 @@ func (r *run) recoveries(baseline float64) {
 				continue
 			}
 			rate, ok := r.metric("throughput", samples, s.T-1, s.T)
-			if s.Finished >= len(r.env.Files) || (ok && rate >= r.exp.RecoveryBand*baseline) {
+			if s.Finished >= len(r.env.Workload()) || (ok && rate >= r.exp.RecoveryBand*baseline) {
 				d := s.T - *f.Healed
 				f.Recovery = &d
 				break
@@ -213,7 +213,7 @@ func (r *run) judge(ctx context.Context, aborted string) {
 	}
 
 	j.Failovers = r.env.Failovers()
-	acc, err := accounting.Check(ctx, r.env.Store, r.env.Conn.JS, r.env.Files)
+	acc, err := accounting.Check(ctx, r.env.DB(), r.env.Stream(), r.env.Workload())
 	if err != nil {
 		j.Reasons = append(j.Reasons, "accounting could not be read: "+err.Error())
 	} else {
@@ -224,7 +224,7 @@ func (r *run) judge(ctx context.Context, aborted string) {
 		}
 	}
 	if aborted == "" {
-		sim, err := accounting.Similar(ctx, r.env.Store, 10, 3)
+		sim, err := accounting.Similar(ctx, r.env.DB(), 10, 3)
 		if err != nil {
 			j.Reasons = append(j.Reasons, "similarity lists could not be checked: "+err.Error())
 		} else {
@@ -266,7 +266,7 @@ func (r *run) readEvents(ctx context.Context) ([]events.Chaos, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	var out []events.Chaos
-	err := transport.ReadStream(ctx, r.env.Conn.JS, events.StreamChaos, func(msg *jetstream.RawStreamMsg) error {
+	err := transport.ReadStream(ctx, r.env.Stream(), events.StreamChaos, func(msg *jetstream.RawStreamMsg) error {
 		ev, err := events.Decode[events.Chaos](msg.Data)
 		if err != nil {
 			return err
