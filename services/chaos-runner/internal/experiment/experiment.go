@@ -262,6 +262,9 @@ func (e Experiment) checkKubernetes(lines map[string]int) Errors {
 	}
 	for i, f := range e.Method {
 		p := fmt.Sprintf("/method/%d", i)
+		if len(e.Allow) > 0 && !slices.Contains(e.Allow, f.Target.Component) {
+			add(p+"/target/component", "component %q is not in the experiment's allow list %v", f.Target.Component, e.Allow)
+		}
 		switch {
 		case f.Type != "pod-kill":
 			add(p+"/type", "a kubernetes run injects pod-kill faults only, not %s", f.Type)

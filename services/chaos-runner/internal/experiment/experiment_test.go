@@ -248,6 +248,7 @@ method:
 		{"a synthetic corpus", "{folder: /tmp/corpus}", "{synthetic: {files: 10}}", "corpus.s3"},
 		{"pod-kill locally", "type: kubernetes, namespace: scale-e2e, release: prod", "type: local", "environment.type: kubernetes"},
 		{"an unknown way to kill", "how: force", "how: gently", "/method/0/how"},
+		{"outside the allow list", "    at: 2s\n", "    at: 2s\nallow: [api]\n", "allow list"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(strings.Replace(doc, tc.from, tc.to, 1)))
