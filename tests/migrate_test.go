@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -29,20 +28,10 @@ func TestMigrationJobBeforeTheServices(t *testing.T) {
 	natsURL := testenv.NATS(t).ClientURL()
 	run := func(name string, args []string, env ...string) *launcher.Process {
 		t.Helper()
-		proc, err := launcher.Start(launcher.Spec{
-			Name: name, Binary: bins["extract"], Args: args, LogPath: filepath.Join(t.TempDir(), name+".log"),
+		return startProcess(t, launcher.Spec{
+			Name: name, Binary: bins["extract"], Args: args,
 			Env: append([]string{"SCALE_NATS_URL=" + natsURL, "SCALE_POSTGRES_URL=" + pgURL, "SCALE_POSTGRES_WAIT=60s"}, env...),
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			proc.Kill()
-			if t.Failed() {
-				t.Logf("%s log:\n%s", name, proc.Log())
-			}
-		})
-		return proc
 	}
 	port, err := freeport.Get()
 	if err != nil {

@@ -152,18 +152,27 @@ func (p *pipeline) ingest(source string) ingest.Result {
 // its log is shown if the test failed.
 func (p *pipeline) start(name, bin string, env ...string) *launcher.Process {
 	p.t.Helper()
-	proc, err := launcher.Start(launcher.Spec{
-		Name: name, Binary: bins[bin], LogPath: filepath.Join(p.t.TempDir(), name+".log"),
+	return startProcess(p.t, launcher.Spec{
+		Name: name, Binary: bins[bin],
 		Env: append([]string{"SCALE_NATS_URL=" + p.natsURL, "SCALE_POSTGRES_URL=" + p.pgURL, "SCALE_OPS_ADDR=127.0.0.1:0",
 			"SCALE_OPS_LOG_LEVEL=warn"}, env...),
 	})
+}
+
+// startProcess starts a process for the test, its log in the test's folder;
+// it is killed (if still running) when the test ends, and its log is shown if
+// the test failed.
+func startProcess(t *testing.T, spec launcher.Spec) *launcher.Process {
+	t.Helper()
+	spec.LogPath = filepath.Join(t.TempDir(), spec.Name+".log")
+	proc, err := launcher.Start(spec)
 	if err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
-	p.t.Cleanup(func() {
+	t.Cleanup(func() {
 		proc.Kill()
-		if p.t.Failed() {
-			p.t.Logf("%s log:\n%s", name, proc.Log())
+		if t.Failed() {
+			t.Logf("%s log:\n%s", spec.Name, proc.Log())
 		}
 	})
 	return proc

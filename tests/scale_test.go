@@ -113,22 +113,12 @@ func TestScaleKilledMidRunStartsAgain(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		proc, err := launcher.Start(launcher.Spec{
-			Name: name, Binary: bins["scale"], LogPath: filepath.Join(t.TempDir(), name+".log"),
+		return startProcess(t, launcher.Spec{
+			Name: name, Binary: bins["scale"],
 			Env: []string{"SCALE_DATA=" + data, "SCALE_INGEST_SOURCE=" + root, "SCALE_OPS_ADDR=127.0.0.1:0",
 				fmt.Sprintf("SCALE_API_ADDR=127.0.0.1:%d", port), "SCALE_OPS_LOG_LEVEL=warn", "SCALE_EXTRACT_ACK_WAIT=2s",
 				"SCALE_EXTRACT_CONCURRENCY=1", "SCALE_EXTRACT_FETCH_BATCH=4"},
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			proc.Kill()
-			if t.Failed() {
-				t.Logf("%s log:\n%s", name, proc.Log())
-			}
-		})
-		return proc
 	}
 	first := start("scale-1")
 	testenv.Poll(t, "the first run to be under way", 2*time.Minute, func() (bool, string) {
