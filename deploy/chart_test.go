@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -240,9 +241,34 @@ func TestRenderedObjects(t *testing.T) {
 					checkPod(t, o, obj.Spec, known, false)
 				case *policyv1.PodDisruptionBudget:
 					checkSelector(t, o, obj.Spec.Selector.MatchLabels, obj.Spec.Selector.MatchLabels)
+				case *corev1.ConfigMap:
+					if strings.HasSuffix(obj.Name, "-experiments") {
+						checkScheduledExperiments(t, obj)
+					}
 				}
 			}
 		})
+	}
+}
+
+// checkScheduledExperiments: each scheduled experiment runs against this
+// release (the chart fills in its environment).
+func checkScheduledExperiments(t *testing.T, cm *corev1.ConfigMap) {
+	t.Helper()
+	if len(cm.Data) == 0 {
+		t.Errorf("%s holds no experiment", cm.Name)
+	}
+	for file, doc := range cm.Data {
+		var exp struct {
+			Environment map[string]string `json:"environment"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &exp); err != nil {
+			t.Fatalf("%s %s: %v", cm.Name, file, err)
+		}
+		want := map[string]string{"type": "kubernetes", "namespace": "scale", "release": "prod"}
+		if !maps.Equal(exp.Environment, want) {
+			t.Errorf("%s %s: environment %v, want %v", cm.Name, file, exp.Environment, want)
+		}
 	}
 }
 

@@ -260,6 +260,34 @@ chaosRunner: {enabled: true}
 			t.Errorf("%s %+v: allowed %v, want %v", sa, tt.attrs, sar.Status.Allowed, tt.want)
 		}
 	}
+	// With the opt-in node role (an upgrade with chaosRunner.nodeAttacks) it may cordon and drain.
+	objs, err = renderAs(e2eRelease, e2eNamespace, mergeValues(mergeValues(vals, overrides), map[string]any{"chaosRunner": map[string]any{"nodeAttacks": true}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roles []object
+	for _, o := range objs {
+		if strings.HasPrefix(o.Kind, "ClusterRole") {
+			roles = append(roles, o)
+		}
+	}
+	if len(roles) != 2 {
+		t.Fatalf("nodeAttacks rendered %d cluster roles and bindings, want 2", len(roles))
+	}
+	apply(t, p, roles)
+	for _, attrs := range []authorizationv1.ResourceAttributes{
+		{Verb: "patch", Resource: "nodes"},
+		{Namespace: "kube-system", Verb: "create", Resource: "pods", Subresource: "eviction"},
+	} {
+		sar, err := c.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{User: sa, ResourceAttributes: &attrs}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sar.Status.Allowed {
+			t.Errorf("with the node role, %s %+v: not allowed", sa, attrs)
+		}
+	}
 }
 
 // runKubernetesExperiment runs `chaos-runner run` with environment

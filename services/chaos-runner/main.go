@@ -11,6 +11,7 @@
 //	chaos-runner report JOURNAL [HTML] write a journal's self-contained HTML report
 //	chaos-runner schema                print the experiment files' JSON Schema
 //	chaos-runner pods kill [flags]     kill pods of a Kubernetes namespace (client-go)
+//	chaos-runner nodes drain NODE      cordon a node and evict its pods (also cordon, uncordon)
 //
 // It is its own module so that client-go's dependency graph (the Kubernetes
 // driver) stays out of the pipeline services.
@@ -74,6 +75,11 @@ const usage = `chaos-runner: chaos experiments against the real Scale pipeline
                                   default the pod's own), force (grace 0) or evict (refused while a
                                   PodDisruptionBudget allows no disruption). Prints one JSON line per pod.
                                   In a pod it uses its service account; else --kubeconfig or ~/.kube/config.
+  chaos-runner nodes cordon|uncordon|drain NODE [--kubeconfig FILE]
+                                  a node made unschedulable (or schedulable again), or drained: cordoned and its
+                                  pods evicted as kubectl drain does (an eviction a PodDisruptionBudget refuses is
+                                  tried again for up to --timeout, default 2m). Needs the chart's opt-in node role
+                                  (chaosRunner.nodeAttacks).
 
 run flags:
   --dry-run        print the resolved plan (every target, every fault time) and touch nothing
@@ -84,6 +90,14 @@ run flags:
                    ~/.kube/config). The runner reaches the release's NATS and Postgres with SCALE_NATS_URL and
                    SCALE_POSTGRES_URL (a writer login), ingests the workload itself (corpus.s3, or corpus.folder when
                    the pods run on this machine) and kills the release's pods (pod-kill faults)
+
+environment of a kubernetes run (the release's own settings, with the runner's logins):
+  SCALE_NATS_URL             the release's NATS
+  SCALE_NATS_REPLICAS        replicas of the runner's event stream (default 1)
+  SCALE_POSTGRES_URL         the release's Postgres (a writer login: the runner records the workload it ingests)
+  SCALE_STORAGE_ACCESS_KEY   the workload bucket's access key (empty: the AWS default credential chain)
+  SCALE_STORAGE_SECRET_KEY   its secret key
+  POD_NAMESPACE, POD_NAME    the runner's own pod, never attacked (the chart sets them)
 
 Exit codes: 0 passed, 1 an SLO or the accounting failed, 2 aborted (an abort condition fired, or SIGINT;
 every fault healed), 3 the runner itself failed (or a bad file or flag).
@@ -155,6 +169,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runner.ExitError
 		}
 		return killPods(ctx, args[2:], stdout, stderr)
+	case "nodes":
+		return nodeAttack(ctx, args[1:], stdout, stderr)
 	case "report":
 		if len(args) < 2 || len(args) > 3 {
 			fmt.Fprint(stderr, usage)
@@ -339,17 +355,59 @@ func killPods(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return runner.ExitError
 	}
-	cfg, err := kube.Config(*kubeconfig)
+	driver, err := kubeDriver(*kubeconfig)
 	if err != nil {
 		fmt.Fprintln(stderr, "chaos-runner:", err)
 		return runner.ExitError
+	}
+	out, err := driver.Attack(ctx, t, *how, *grace, *seed)
+	return printOutcomes(out, err, stdout, stderr)
+}
+
+// nodeAttack is `chaos-runner nodes cordon|uncordon|drain NODE`.
+func nodeAttack(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("nodes", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "")
+	timeout := fs.Duration("timeout", 2*time.Minute, "")
+	if len(args) < 2 || (args[0] != "cordon" && args[0] != "uncordon" && args[0] != "drain") {
+		fmt.Fprint(stderr, usage)
+		return runner.ExitError
+	}
+	verb, node := args[0], args[1]
+	if err := fs.Parse(args[2:]); err != nil || fs.NArg() != 0 {
+		return runner.ExitError
+	}
+	driver, err := kubeDriver(*kubeconfig)
+	if err != nil {
+		fmt.Fprintln(stderr, "chaos-runner:", err)
+		return runner.ExitError
+	}
+	if verb != "drain" {
+		return printOutcomes(nil, driver.Cordon(ctx, node, verb == "cordon"), stdout, stderr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	out, err := driver.Drain(ctx, node)
+	return printOutcomes(out, err, stdout, stderr)
+}
+
+// kubeDriver is the Kubernetes driver for a kubeconfig (or the pod's service account).
+func kubeDriver(kubeconfig string) (kube.Driver, error) {
+	cfg, err := kube.Config(kubeconfig)
+	if err != nil {
+		return kube.Driver{}, err
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		fmt.Fprintln(stderr, "chaos-runner:", err)
-		return runner.ExitError
+		return kube.Driver{}, err
 	}
-	out, err := kube.Driver{Client: client, Self: kube.SelfFromEnv()}.Attack(ctx, t, *how, *grace, *seed)
+	return kube.Driver{Client: client, Self: kube.SelfFromEnv()}, nil
+}
+
+// printOutcomes prints one JSON line per pod, and the error.
+func printOutcomes(out []kube.Outcome, err error, stdout, stderr io.Writer) int {
 	enc := json.NewEncoder(stdout)
 	for _, o := range out {
 		enc.Encode(o) //nolint:errcheck // stdout

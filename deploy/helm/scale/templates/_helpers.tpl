@@ -85,20 +85,26 @@ app.kubernetes.io/part-of: scale
 {{/* SCALE_NATS_* for a service (the key of its URL in externalNats.existingSecret). Call with (list $ service). */}}
 {{- define "scale.natsEnv" -}}
 {{- $ := index . 0 -}}
-{{- if $.Values.externalNats.existingSecret }}
+{{ include "scale.natsURLEnv" . }}
+- name: SCALE_NATS_REPLICAS
+  value: {{ $.Values.externalNats.replicas | quote }}
+- name: SCALE_NATS_DISCOVER
+  value: {{ $.Values.externalNats.discover | quote }}
+{{- end }}
+
+{{/* SCALE_NATS_URL for a service: its own user's URL from externalNats.existingSecret, or the URL. Call with (list $ service). */}}
+{{- define "scale.natsURLEnv" -}}
+{{- $ := index . 0 -}}
+{{- if $.Values.externalNats.existingSecret -}}
 - name: SCALE_NATS_URL
   valueFrom:
     secretKeyRef:
       name: {{ $.Values.externalNats.existingSecret }}
       key: {{ index . 1 }}
-{{- else }}
+{{- else -}}
 - name: SCALE_NATS_URL
   value: {{ $.Values.externalNats.url | quote }}
 {{- end }}
-- name: SCALE_NATS_REPLICAS
-  value: {{ $.Values.externalNats.replicas | quote }}
-- name: SCALE_NATS_DISCOVER
-  value: {{ $.Values.externalNats.discover | quote }}
 {{- end }}
 
 {{/* SCALE_STORAGE_* (object storage). */}}

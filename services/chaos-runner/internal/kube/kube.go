@@ -2,7 +2,8 @@
 // pods the way Chaos Mesh's modes do, from a seed and without replacement, and
 // kills them by deletion with a grace period, by force, or by eviction (which
 // respects PodDisruptionBudgets). It attacks only pods that opted in with the
-// label scale.dev/chaos-target=true, and never the runner's own pod.
+// label scale.dev/chaos-target=true, and never the runner's own pod. With the
+// opt-in node role it also cordons and drains nodes.
 package kube
 
 import (
@@ -14,12 +15,14 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -206,4 +209,63 @@ func (d Driver) Attack(ctx context.Context, t Target, how string, grace int64, s
 		return nil, fmt.Errorf("no running pod in %s matches %q with %s=true", t.Namespace, t.Selector, OptIn)
 	}
 	return d.Kill(ctx, Pick(pods, n, r), how, grace)
+}
+
+// Cordon marks a node unschedulable (on) or schedulable again (off).
+func (d Driver) Cordon(ctx context.Context, node string, on bool) error {
+	patch := fmt.Appendf(nil, `{"spec":{"unschedulable":%t}}`, on)
+	if _, err := d.Client.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("cordoning %s: %w", node, err)
+	}
+	return nil
+}
+
+// Drain cordons a node and evicts the pods a drain moves (not mirror pods,
+// not DaemonSet pods, not pods already going), as `kubectl drain` does: an
+// eviction a PodDisruptionBudget refuses is tried again every second until
+// ctx ends, and is then reported as refused.
+func (d Driver) Drain(ctx context.Context, node string) ([]Outcome, error) {
+	if err := d.Cordon(ctx, node, true); err != nil {
+		return nil, err
+	}
+	list, err := d.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return nil, fmt.Errorf("listing the pods on %s: %w", node, err)
+	}
+	var out []Outcome
+	var errs []error
+	for _, p := range list.Items {
+		if p.DeletionTimestamp != nil || p.Annotations[corev1.MirrorPodAnnotationKey] != "" || ownedByDaemonSet(p) ||
+			p.Namespace+"/"+p.Name == d.Self {
+			continue
+		}
+		o := Outcome{Pod: p.Namespace + "/" + p.Name}
+		for {
+			err := d.Client.PolicyV1().Evictions(p.Namespace).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
+			if apierrors.IsTooManyRequests(err) {
+				select {
+				case <-ctx.Done():
+					o.Refused = err.Error()
+				case <-time.After(time.Second):
+					continue
+				}
+			} else if err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("evicting %s: %w", o.Pod, err))
+			} else {
+				o.Killed = err == nil
+			}
+			break
+		}
+		out = append(out, o)
+	}
+	return out, errors.Join(errs...)
+}
+
+func ownedByDaemonSet(p corev1.Pod) bool {
+	for _, ref := range p.OwnerReferences {
+		if ref.Kind == "DaemonSet" {
+			return true
+		}
+	}
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,7 +48,8 @@ func runningPods(t *testing.T, c kubernetes.Interface, ns, sel string) []string 
 // TestAttackOnARealControlPlane: on a real apiserver and controller manager,
 // fixed-percent picks from the opted-in pods only (never a pod without the
 // label, never the runner's own), the ReplicaSet replaces what was killed,
-// and an eviction a PodDisruptionBudget forbids is refused, not forced.
+// an eviction a PodDisruptionBudget forbids is refused, not forced, and a
+// drained node is cordoned and its pods run elsewhere.
 func TestAttackOnARealControlPlane(t *testing.T) {
 	p := kubeplane.Start(t, kubeplane.Options{})
 	ctx := context.Background()
@@ -134,5 +136,59 @@ func TestAttackOnARealControlPlane(t *testing.T) {
 	}
 	if names := runningPods(t, c, ns, "app=victim"); len(names) != 6 {
 		t.Errorf("after a refused eviction %d pods run, want 6", len(names))
+	}
+
+	// A drain: the node is cordoned, its pods evicted and placed elsewhere.
+	if err := c.PolicyV1().PodDisruptionBudgets(ns).Delete(ctx, "victim", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	victimPods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=victim," + kube.OptIn + "=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := ""
+	for _, p := range victimPods.Items {
+		if p.Name != "runner" && p.Spec.NodeName != "" {
+			node = p.Spec.NodeName
+			break
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	out, err = d.Drain(dctx, node)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		t.Fatalf("draining %s evicted nothing", node)
+	}
+	for _, o := range out {
+		if !o.Killed {
+			t.Errorf("drain of %s: %+v", node, o)
+		}
+	}
+	n, err := c.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil || !n.Spec.Unschedulable {
+		t.Fatalf("node %s after the drain: unschedulable %v, %v", node, n.Spec.Unschedulable, err)
+	}
+	testenv.Poll(t, "the Deployment's pods running again, none on the drained node", 60*time.Second, func() (bool, []string) {
+		list, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=victim", FieldSelector: "status.phase=Running"})
+		if err != nil {
+			return false, nil
+		}
+		var on []string
+		for _, p := range list.Items {
+			if p.DeletionTimestamp == nil && p.OwnerReferences != nil {
+				on = append(on, p.Name+"@"+p.Spec.NodeName)
+			}
+		}
+		ok := len(on) == 4
+		for _, x := range on {
+			ok = ok && !strings.HasSuffix(x, "@"+node)
+		}
+		return ok, on
+	})
+	if err := d.Cordon(ctx, node, false); err != nil {
+		t.Fatal(err)
 	}
 }
