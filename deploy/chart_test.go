@@ -314,8 +314,7 @@ func checkPod(t *testing.T, o object, pod corev1.PodSpec, known map[string][]str
 		if c.Resources.Limits.Memory().IsZero() {
 			t.Errorf("%s: no memory limit", where)
 		}
-		// The images `make images` writes: REPOSITORY/scale-NAME:TAG.
-		binary := strings.TrimPrefix(c.Image[strings.LastIndex(c.Image, "/")+1:strings.LastIndex(c.Image, ":")], "scale-")
+		binary, _ := scaleBinary(c.Image)
 		if longRunning && binary != "chaos-runner" {
 			if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
 				t.Errorf("%s: liveness must be /healthz (never a dependency check)", where)

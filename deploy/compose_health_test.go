@@ -96,16 +96,7 @@ func TestComposeHealthChecksNatively(t *testing.T) {
 	if !strings.Contains(strings.Join(nats.Command, " "), "-js") || !strings.Contains(strings.Join(nats.Command, " "), "-m 8222") {
 		t.Errorf("nats command %v: want JetStream and monitoring on 8222", nats.Command)
 	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, HTTPHost: "127.0.0.1", HTTPPort: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := serveNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, HTTPHost: "127.0.0.1", HTTPPort: -1, JetStream: true, StoreDir: t.TempDir()})
 	checkHealthURL(t, "nats", nats.HealthCheck, "127.0.0.1:8222", ns.MonitorAddr().String())
 
 	// versitygw: the compose command's arguments on a free port.

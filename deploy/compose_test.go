@@ -74,7 +74,8 @@ func TestComposeFile(t *testing.T) {
 	}
 }
 
-// scaleBinary is the binary of one of Scale's images (REPOSITORY/scale-NAME:TAG).
+// scaleBinary is the binary of one of Scale's images (REPOSITORY/scale-NAME:TAG,
+// as `make images` names them), and whether the image is one of ours.
 func scaleBinary(image string) (string, bool) {
 	base := image[strings.LastIndex(image, "/")+1:]
 	if i := strings.LastIndex(base, ":"); i >= 0 {

@@ -146,7 +146,12 @@ chaosRunner: {enabled: true}
 	}
 	t.Cleanup(st.Close)
 	corpus := t.TempDir()
-	writeCorpus(t, corpus, 5000)
+	stats, err := synth.Measure(testenv.SharedCorpus(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCorpus(t, stats, filepath.Join(corpus, "a"), 200, 12)
+	writeCorpus(t, stats, filepath.Join(corpus, "b"), 4800, 13)
 	discover(t, conn, st, corpus, "a")
 	waitReplicas(t, c, "a backlog of 200 → 4 replicas", 30*time.Second, 4)
 	time.Sleep(3 * time.Second) // several HPA syncs: it stays at 4
@@ -159,7 +164,7 @@ chaosRunner: {enabled: true}
 	discover(t, conn, st, corpus, "b")
 	waitReplicas(t, c, "a backlog of 5,000 → 10 replicas", 60*time.Second, 10)
 	toScale := time.Since(published)
-	waitFor(t, "10 extract pods ready", 60*time.Second, func() (bool, int32) {
+	testenv.Poll(t, "10 extract pods ready", 60*time.Second, func() (bool, int32) {
 		d, err := c.AppsV1().Deployments(e2eNamespace).Get(ctx, extractName, metav1.GetOptions{})
 		return err == nil && d.Status.ReadyReplicas == 10, d.Status.ReadyReplicas
 	})
@@ -195,7 +200,7 @@ chaosRunner: {enabled: true}
 			t.Logf("a worker's log:\n%s", tail(l, 3000))
 		}
 	})
-	waitFor(t, "the first files done", 60*time.Second, func() (bool, int64) {
+	testenv.Poll(t, "the first files done", 60*time.Second, func() (bool, int64) {
 		a, err := st.Account(ctx)
 		return err == nil && a.Done+a.Failed >= 300, a.Done + a.Failed
 	})
@@ -216,11 +221,11 @@ chaosRunner: {enabled: true}
 	t.Logf("killed during the drain:\n%s", killed)
 	// The ReplicaSet replaces them: five new pods become Ready (before the
 	// shrinking backlog lets the HPA take replicas away again).
-	waitFor(t, "the killed pods replaced", 30*time.Second, func() (bool, int) {
+	testenv.Poll(t, "the killed pods replaced", 30*time.Second, func() (bool, int) {
 		n := kl.seenCount()
 		return n >= 15, n
 	})
-	final := waitFor(t, "every file a song or a failure", 180*time.Second, func() (bool, store.Accounting) {
+	final := testenv.Poll(t, "every file a song or a failure", 180*time.Second, func() (bool, store.Accounting) {
 		a, err := st.Account(ctx)
 		return err == nil && a.Discovered == 5000 && a.Balanced(), a
 	})
@@ -235,7 +240,7 @@ chaosRunner: {enabled: true}
 	waitReplicas(t, c, "drained → back to 1 replica", 60*time.Second, 1)
 	t.Logf("5,000 files drained by real workers in %s; back to 1 replica %s after the drain began", drained.Sub(drainStart).Round(time.Millisecond),
 		time.Since(drainStart).Round(time.Millisecond))
-	runKubernetesExperiment(t, p, c, kl, bins, corpus, natsURL, pgURL)
+	runKubernetesExperiment(t, p, c, kl, bins, stats, corpus, natsURL, pgURL)
 	kl.stop()
 
 	// The runner's service account: pods here, nothing in kube-system, no nodes.
@@ -296,21 +301,12 @@ chaosRunner: {enabled: true}
 // run by its own accounting: every file exactly once, every similar list
 // equal to a brute force (similarity runs for real from here on).
 func runKubernetesExperiment(t *testing.T, p *kubeplane.Plane, c kubernetes.Interface, kl *kubelet, bins map[string]string,
-	corpus, natsURL, pgURL string) {
+	stats synth.Stats, corpus, natsURL, pgURL string) {
 	t.Helper()
 	sim := &kubelet{t: t, client: c, bins: bins, procs: map[types.UID]*launcher.Process{}, seen: map[types.UID]bool{}}
 	sim.start(e2eNamespace, "app.kubernetes.io/component=similarity")
-	stats, err := synth.Measure(testenv.SharedCorpus(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	more := filepath.Join(corpus, "c")
-	if err := synth.WriteCorpus(context.Background(), stats, more, 1000, 99, 0.02, nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, extra := range []string{"md5_to_paths.json", "expected.jsonl"} {
-		os.Remove(filepath.Join(more, extra)) //nolint:errcheck // the workload is the MIDI files
-	}
+	writeCorpus(t, stats, more, 1000, 99)
 	dir := t.TempDir()
 	exp := filepath.Join(dir, "extract-pods.yaml")
 	if err := os.WriteFile(exp, []byte(fmt.Sprintf(`name: extract-pods-killed
@@ -462,7 +458,7 @@ func replicas(t *testing.T, c kubernetes.Interface) int32 {
 
 func waitReplicas(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration, want int32) {
 	t.Helper()
-	waitFor(t, what, timeout, func() (bool, int32) {
+	testenv.Poll(t, what, timeout, func() (bool, int32) {
 		r := replicas(t, c)
 		return r == want, r
 	})
@@ -470,7 +466,7 @@ func waitReplicas(t *testing.T, c kubernetes.Interface, what string, timeout tim
 
 func waitHPA(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration, ok func(*autoscalingv2.HorizontalPodAutoscaler) bool) {
 	t.Helper()
-	waitFor(t, what, timeout, func() (bool, string) {
+	testenv.Poll(t, what, timeout, func() (bool, string) {
 		h, err := c.AutoscalingV2().HorizontalPodAutoscalers(e2eNamespace).Get(context.Background(), extractName, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -478,13 +474,6 @@ func waitHPA(t *testing.T, c kubernetes.Interface, what string, timeout time.Dur
 		return ok(h), fmt.Sprintf("current %d desired %d metric %d conditions %v", h.Status.CurrentReplicas, h.Status.DesiredReplicas,
 			externalValue(h), h.Status.Conditions)
 	})
-}
-
-// waitFor polls cond every 250 ms until it holds (the state it reports is
-// shown when the time runs out).
-func waitFor[S any](t *testing.T, what string, timeout time.Duration, cond func() (bool, S)) S {
-	t.Helper()
-	return testenv.Poll(t, what, timeout, cond)
 }
 
 func condition(h *autoscalingv2.HorizontalPodAutoscaler, typ autoscalingv2.HorizontalPodAutoscalerConditionType) corev1.ConditionStatus {
@@ -505,40 +494,12 @@ func externalValue(h *autoscalingv2.HorizontalPodAutoscaler) int64 {
 	return -1
 }
 
-// writeCorpus writes n synthetic files (the repository's seeded generator,
-// shaped like the shared corpus) into two folders: a (200) and b (the rest).
-func writeCorpus(t *testing.T, dir string, n int) {
+// writeCorpus writes n synthetic files into dir with the repository's seeded
+// generator, shaped like the shared corpus (stats); 2 % are damaged.
+func writeCorpus(t *testing.T, stats synth.Stats, dir string, n int, seed uint64) {
 	t.Helper()
-	stats, err := synth.Measure(testenv.SharedCorpus(t))
-	if err != nil {
+	if err := synth.WriteCorpus(context.Background(), stats, dir, n, seed, 0.02, nil); err != nil {
 		t.Fatal(err)
-	}
-	all := filepath.Join(dir, "all")
-	if err := synth.WriteCorpus(context.Background(), stats, all, n, 12, 0.02, nil); err != nil {
-		t.Fatal(err)
-	}
-	var files []string
-	filepath.WalkDir(all, func(path string, d os.DirEntry, err error) error { //nolint:errcheck // a fresh folder
-		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".mid") { // beside them: md5_to_paths.json, expected.jsonl
-			files = append(files, path)
-		}
-		return nil
-	})
-	if len(files) != n {
-		t.Fatalf("generated %d files, want %d", len(files), n)
-	}
-	for i, f := range files {
-		part := "b"
-		if i < 200 {
-			part = "a"
-		}
-		dst := filepath.Join(dir, part, filepath.Base(f))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(f, dst); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
@@ -721,8 +682,7 @@ func (k *kubelet) killedCount() int  { k.mu.Lock(); defer k.mu.Unlock(); return 
 // environment; its ops endpoint moves to a free loopback port.
 func (k *kubelet) startContainer(ns, pod string, c corev1.Container) *launcher.Process {
 	k.t.Helper()
-	image := c.Image[strings.LastIndex(c.Image, "/")+1:]
-	binary := strings.TrimPrefix(image[:strings.LastIndex(image, ":")], "scale-")
+	binary, _ := scaleBinary(c.Image)
 	env := []string{"SCALE_OPS_ADDR=127.0.0.1:0"}
 	for _, e := range c.Env {
 		if e.Name == "SCALE_OPS_ADDR" {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scale-dev/scale/internal/natsembed"
 	"github.com/scale-dev/scale/internal/transport"
 	"github.com/scale-dev/scale/pkg/events"
 )
@@ -44,16 +45,7 @@ func TestNATSPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("authorization.conf: %v", err)
 	}
-	opts.NoSigs, opts.NoLog = true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	srv := serveNATS(t, opts)
 	ctx := context.Background()
 	type client struct {
 		conn *transport.Conn
@@ -184,4 +176,15 @@ func (a *asyncErrors) wait(subject string) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
+}
+
+// serveNATS runs a nats-server with opts for the test.
+func serveNATS(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	srv, err := natsembed.Serve(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
 }

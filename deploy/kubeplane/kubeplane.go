@@ -90,10 +90,10 @@ func Start(t testing.TB, o Options) *Plane {
 	p := &Plane{Dir: dir}
 	t.Cleanup(p.stop)
 	if err := p.start(etcd, bin, o); err != nil {
-		t.Fatalf("kubeplane: %v\n%s", err, p.logs())
+		t.Fatalf("kubeplane: %v\n%s", err, p.Logs())
 	}
 	if err := p.addNodes(o.Nodes); err != nil {
-		t.Fatalf("kubeplane: %v\n%s", err, p.logs())
+		t.Fatalf("kubeplane: %v\n%s", err, p.Logs())
 	}
 	return p
 }
@@ -279,8 +279,8 @@ func (p *Plane) addNodes(n int) error {
 	}
 }
 
-// logs is the tail of every component's log, for a failure message.
-func (p *Plane) logs() string {
+// Logs is the tail of every component's log, for a failure message.
+func (p *Plane) Logs() string {
 	var b strings.Builder
 	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} {
 		data, err := os.ReadFile(filepath.Join(p.Dir, name+".log"))
@@ -292,9 +292,6 @@ func (p *Plane) logs() string {
 	}
 	return b.String()
 }
-
-// Logs returns the tail of the components' logs (for a failed test).
-func (p *Plane) Logs() string { return p.logs() }
 
 // stop stops every component (the group, so nothing it started stays) in
 // reverse order and removes the folder.

@@ -38,8 +38,6 @@ func Start(o Options) (*server.Server, error) {
 		Port:       o.Port,
 		JetStream:  true,
 		StoreDir:   o.StoreDir,
-		NoSigs:     true,
-		NoLog:      true,
 	}
 	if o.ClusterName != "" {
 		opts.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: o.Host, Port: o.ClusterPort}
@@ -51,6 +49,14 @@ func Start(o Options) (*server.Server, error) {
 			opts.Routes = append(opts.Routes, u)
 		}
 	}
+	return Serve(opts)
+}
+
+// Serve runs a server with any options (a configuration file's, monitoring,
+// accounts: what Options does not offer), without signal handlers or logs,
+// and waits until it accepts connections.
+func Serve(opts *server.Options) (*server.Server, error) {
+	opts.NoSigs, opts.NoLog = true, true
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configuring NATS server: %w", err)

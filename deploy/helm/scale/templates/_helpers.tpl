@@ -180,6 +180,27 @@ app.kubernetes.io/part-of: scale
 {{- toYaml $s }}
 {{- end }}
 
+{{/* A pod template's metadata: the selector labels, the chaos opt-in of the
+long-running services the chaos runner may attack, podLabels, podAnnotations.
+Call with (list $ component values). */}}
+{{- define "scale.podMetadata" -}}
+{{- $ := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $v := index . 2 -}}
+labels:
+  {{- include "scale.selectorLabels" (list $ $component) | nindent 2 }}
+  {{- if has $component (list "extract" "similarity" "api") }}
+  scale.dev/chaos-target: "true"
+  {{- end }}
+  {{- with $v.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $v.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
 {{/* Pod-level fields every workload shares. Call with (list $ component values). */}}
 {{- define "scale.podSpec" -}}
 {{- $ := index . 0 -}}

@@ -174,7 +174,7 @@ func (d Driver) Kill(ctx context.Context, pods []corev1.Pod, how string, grace i
 			zero := int64(0)
 			err = d.Client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 		case Evict:
-			err = d.Client.PolicyV1().Evictions(p.Namespace).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
+			err = d.evict(ctx, p)
 			if apierrors.IsTooManyRequests(err) {
 				o.Refused, err = err.Error(), nil
 			}
@@ -241,7 +241,7 @@ func (d Driver) Drain(ctx context.Context, node string) ([]Outcome, error) {
 		}
 		o := Outcome{Pod: p.Namespace + "/" + p.Name}
 		for {
-			err := d.Client.PolicyV1().Evictions(p.Namespace).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
+			err := d.evict(ctx, p)
 			if apierrors.IsTooManyRequests(err) {
 				select {
 				case <-ctx.Done():
@@ -259,6 +259,12 @@ func (d Driver) Drain(ctx context.Context, node string) ([]Outcome, error) {
 		out = append(out, o)
 	}
 	return out, errors.Join(errs...)
+}
+
+// evict asks the Eviction API to remove a pod: 429 while a
+// PodDisruptionBudget allows no disruption.
+func (d Driver) evict(ctx context.Context, p corev1.Pod) error {
+	return d.Client.PolicyV1().Evictions(p.Namespace).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
 }
 
 func ownedByDaemonSet(p corev1.Pod) bool {

@@ -98,26 +98,17 @@ func Start(ctx context.Context, exp experiment.Experiment, o Options) (_ *Env, e
 // workload lists the corpus: an S3 prefix the release's pods read, or a
 // folder (when the pods run on this machine, as in the control-plane test).
 func (e *Env) workload(ctx context.Context) error {
-	cfg := objstore.S3Config{Region: "us-east-1", AccessKey: os.Getenv("SCALE_STORAGE_ACCESS_KEY"), SecretKey: os.Getenv("SCALE_STORAGE_SECRET_KEY")}
+	cfg := experiment.S3Prefix{}.Config() // a folder: no endpoint
 	e.source = e.exp.Workload.Corpus.Folder
 	if p := e.exp.Workload.Corpus.S3; p != nil {
-		cfg.Endpoint, cfg.PathStyle, e.source = p.Endpoint, p.PathStyle, p.URL
-		if p.Region != "" {
-			cfg.Region = p.Region
-		}
+		cfg, e.source = p.Config(), p.URL
 	}
 	var err error
 	if e.objects, err = objstore.New(ctx, cfg); err != nil {
 		return err
 	}
-	if err := e.objects.List(ctx, e.source, "", func(o objstore.Object) error {
-		e.files = append(e.files, o.URL)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("the workload: %w", err)
-	}
-	if len(e.files) == 0 {
-		return fmt.Errorf("the workload %s holds no MIDI file", e.source)
+	if e.files, err = experiment.ListWorkload(ctx, e.objects, e.source); err != nil {
+		return err
 	}
 	e.log.Info("workload ready", "source", e.source, "files", len(e.files))
 	return nil

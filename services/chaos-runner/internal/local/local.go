@@ -307,13 +307,7 @@ func (e *Env) workload(ctx context.Context) (objstore.S3Config, string, error) {
 	var cfg objstore.S3Config
 	source := ""
 	if p := e.exp.Workload.Corpus.S3; p != nil {
-		region := p.Region
-		if region == "" {
-			region = "us-east-1"
-		}
-		cfg = objstore.S3Config{Endpoint: p.Endpoint, Region: region, PathStyle: p.PathStyle,
-			AccessKey: os.Getenv("SCALE_STORAGE_ACCESS_KEY"), SecretKey: os.Getenv("SCALE_STORAGE_SECRET_KEY")}
-		source = p.URL
+		cfg, source = p.Config(), p.URL
 	} else {
 		dir, err := e.corpus(ctx)
 		if err != nil {
@@ -356,14 +350,8 @@ func (e *Env) workload(ctx context.Context) (objstore.S3Config, string, error) {
 	if err != nil {
 		return cfg, "", err
 	}
-	if err := client.List(ctx, source, "", func(o objstore.Object) error {
-		e.Files = append(e.Files, o.URL)
-		return nil
-	}); err != nil {
-		return cfg, "", fmt.Errorf("the workload: %w", err)
-	}
-	if len(e.Files) == 0 {
-		return cfg, "", fmt.Errorf("the workload %s holds no MIDI file", source)
+	if e.Files, err = experiment.ListWorkload(ctx, client, source); err != nil {
+		return cfg, "", err
 	}
 	e.opts.Log.Info("workload ready", "source", source, "files", len(e.Files))
 	return cfg, source, nil
