@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-
-	"gitlab.com/gomidi/midi/v2"
 )
 
 // maxMessageLength bounds one SysEx or meta payload, as the reference does.
@@ -217,25 +215,34 @@ func (r *reader) track(f *smfFile) (track, error) {
 					return tr, fmt.Errorf("data byte 0x%02X out of range 0..127 at byte %d", b, at)
 				}
 			}
-			tr.channelMessage(f, midi.Message(msg[:n]), tick)
+			tr.channelMessage(f, msg[:n], tick)
 		}
 	}
 	tr.notesEnd = len(f.notes)
 	return tr, nil
 }
 
-// channelMessage records Program Changes and sounding Note Ons, decoded by gomidi.
-func (tr *track) channelMessage(f *smfFile, m midi.Message, tick int64) {
-	var channel, key, velocity, program uint8
-	switch {
-	case m.GetNoteStart(&channel, &key, &velocity):
+// channelMessage records Program Changes and sounding Note Ons (a Note On with
+// velocity 0 is a Note Off). msg is a complete message whose data bytes are
+// checked. It dispatches on the status byte itself: asking gomidi's
+// Message.GetNoteStart and GetProgramChange in turn derived each message's type
+// up to four times, which was half of all parse time (a profile of the full
+// pipeline: 10.6 % of the machine's CPU against 21.4 % for Parse), and every
+// other kind of channel message is skipped without being looked at.
+func (tr *track) channelMessage(f *smfFile, msg []byte, tick int64) {
+	channel := msg[0] & 0x0F
+	switch msg[0] & 0xF0 {
+	case 0x90:
+		if msg[2] == 0 {
+			return
+		}
 		if channel == DrumChannel {
 			f.drums++
 		} else {
 			f.notes = append(f.notes, note{tick: tick, channel: channel})
 		}
-	case m.GetProgramChange(&channel, &program):
-		tr.programs = append(tr.programs, programChange{tick: tick, channel: channel, program: program})
+	case 0xC0:
+		tr.programs = append(tr.programs, programChange{tick: tick, channel: channel, program: msg[1]})
 	}
 }
 
