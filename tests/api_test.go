@@ -204,7 +204,7 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 		t.Errorf("the cache reports %v bytes", bytes)
 	}
 
-	// A write to similar_songs reaches the API within a version poll.
+	// A write to similar_lists reaches the API within a version poll.
 	var song, other string
 	for id, ids := range want {
 		if len(ids) > 1 {
@@ -227,7 +227,7 @@ func TestSimilarEqualsBruteForce(t *testing.T) {
 	}
 	stopSimilarity() // the test writes a rank itself, then rebuilds
 	err = pgx.BeginFunc(context.Background(), p.store.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(context.Background(), `UPDATE similar_songs SET other = $2, score = 0.125, shared = '{0}' WHERE song = $1 AND rank = 1`, song, other); err != nil {
+		if _, err := tx.Exec(context.Background(), `UPDATE similar_lists SET others[1] = $2, scores[1] = 0.125 WHERE song = $1`, song, other); err != nil {
 			return err
 		}
 		_, err := tx.Exec(context.Background(), "UPDATE similar_songs_version SET version = version + 1")

@@ -156,29 +156,39 @@ type SimilarEntry struct {
 // returns ErrNotFound when there is no such song (a song with no list calls fn
 // never).
 func (r *Reader) SimilarTo(ctx context.Context, id string, fn func(SimilarEntry) error) error {
-	// The inner join keeps an entry only with its other song's row.
-	rows, err := r.Pool.Query(ctx, `SELECT ss.rank, ss.other, o.name, ss.score, ss.shared
-		FROM songs s LEFT JOIN (similar_songs ss JOIN songs o ON o.id = ss.other) ON ss.song = s.id
-		WHERE s.id = $1 ORDER BY ss.rank`, id)
+	var (
+		others         []string
+		scores         []float64
+		shared, counts []int16
+		names          []*string // nil where the other song has no row: its entry is left out
+	)
+	err := r.Pool.QueryRow(ctx, `SELECT l.others, l.scores, l.shared, l.shared_counts,
+			ARRAY(SELECT o.name FROM unnest(l.others) WITH ORDINALITY AS u(id, n) LEFT JOIN songs o ON o.id = u.id ORDER BY u.n)
+		FROM songs s LEFT JOIN similar_lists l ON l.song = s.id WHERE s.id = $1`, id).Scan(&others, &scores, &shared, &counts, &names)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return err
 	}
-	found := false
-	var rank *int16
-	var other, name *string
-	var score *float64
-	var shared []int16
-	_, err = pgx.ForEachRow(rows, []any{&rank, &other, &name, &score, &shared}, func() error {
-		found = true
-		if rank == nil {
-			return nil // the song exists and has no similar songs
-		}
-		return fn(SimilarEntry{Rank: *rank, Other: *other, Name: *name, Score: *score, Shared: shared})
-	})
-	if err == nil && !found {
-		err = ErrNotFound
+	if len(scores) != len(others) || len(counts) != len(others) || len(names) != len(others) {
+		return fmt.Errorf("similar list of %s: %d others, %d scores, %d shared counts", id, len(others), len(scores), len(counts))
 	}
-	return err
+	for i, other := range others {
+		n := int(counts[i])
+		if n > len(shared) {
+			return fmt.Errorf("similar list of %s: entry %d has %d shared instruments, %d left", id, i+1, n, len(shared))
+		}
+		entryShared := shared[:n:n]
+		shared = shared[n:]
+		if names[i] == nil {
+			continue
+		}
+		if err := fn(SimilarEntry{Rank: int16(i + 1), Other: other, Name: *names[i], Score: scores[i], Shared: entryShared}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SimilarVersion is similar_songs_version, bumped by every write of the lists.

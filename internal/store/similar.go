@@ -2,9 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -32,63 +32,66 @@ func forEachSongArray[T any](ctx context.Context, s *Store, what, query string, 
 	return nil
 }
 
-// Similar is one row of a song's similarity list.
+// Similar is one entry of a song's similarity list.
 type Similar struct {
-	Rank   int
 	Other  string
 	Score  float64
-	Shared []int16
+	Shared []int16 // instruments both songs use
 }
 
-// WriteSimilar writes entries of songs' lists, each at its rank, replacing
-// what those ranks held, in one statement, and bumps the version. Entries not
-// given keep their rows: an incremental update sends only the ranks that
-// changed (a list never shrinks when songs are added). Rewriting a rank in
-// place is a HOT update (no index entry changes), far cheaper than deleting and
-// inserting the list. It writes through the lease's session: only the lease
-// holder writes lists.
-func (l *Lease) WriteSimilar(ctx context.Context, lists map[string][]Similar) error {
-	var songs, others, shared []string
-	var ranks []int16
-	var scores []float64
-	for song, l := range lists {
-		for _, e := range l {
-			songs, ranks, others, scores = append(songs, song), append(ranks, int16(e.Rank)), append(others, e.Other), append(scores, e.Score)
-			shared = append(shared, smallintArray(e.Shared))
-		}
+// listRow is a list as similar_lists stores it.
+type listRow struct {
+	Song         string    `json:"song"`
+	Others       []string  `json:"others"`
+	Scores       []float64 `json:"scores"`
+	Shared       []int16   `json:"shared"`
+	SharedCounts []int16   `json:"shared_counts"`
+}
+
+func toListRow(song string, list []Similar) listRow {
+	r := listRow{Song: song, Others: make([]string, len(list)), Scores: make([]float64, len(list)),
+		Shared: []int16{}, SharedCounts: make([]int16, len(list))}
+	for i, e := range list {
+		r.Others[i], r.Scores[i], r.SharedCounts[i] = e.Other, e.Score, int16(len(e.Shared))
+		r.Shared = append(r.Shared, e.Shared...)
 	}
-	if len(songs) == 0 {
+	return r
+}
+
+// WriteSimilar replaces the given songs' lists, whole, in one statement, and
+// bumps the version; other lists keep their rows. A list is one row: a
+// rewritten list is a heap-only (HOT) update, no index entry changes. The lists
+// travel as one JSON document, so the statement is the same for any number of
+// them. It writes through the lease's session: only the lease holder writes
+// lists.
+func (l *Lease) WriteSimilar(ctx context.Context, lists map[string][]Similar) error {
+	if len(lists) == 0 {
 		return nil
 	}
-	var b pgx.Batch
-	b.Queue(`INSERT INTO similar_songs (song, rank, other, score, shared)
-		SELECT song, rank, other, score, shared::smallint[]
-		FROM unnest($1::text[], $2::smallint[], $3::text[], $4::float8[], $5::text[]) AS u(song, rank, other, score, shared)
-		ON CONFLICT (song, rank) DO UPDATE SET other = EXCLUDED.other, score = EXCLUDED.score, shared = EXCLUDED.shared`,
-		songs, ranks, others, scores, shared)
-	b.Queue(bumpSimilarVersion)
-	err := l.inTx(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
+	rows := make([]listRow, 0, len(lists))
+	for song, list := range lists {
+		rows = append(rows, toListRow(song, list))
+	}
+	doc, err := json.Marshal(rows)
 	if err != nil {
-		return fmt.Errorf("writing %d similarity entries: %w", len(songs), err)
+		return fmt.Errorf("encoding %d similarity lists: %w", len(lists), err)
+	}
+	var b pgx.Batch
+	b.Queue(`INSERT INTO similar_lists (song, others, scores, shared, shared_counts)
+		SELECT song, others, scores, shared, shared_counts
+		FROM jsonb_to_recordset($1::jsonb) AS u(song text, others text[], scores float8[], shared smallint[], shared_counts smallint[])
+		ON CONFLICT (song) DO UPDATE SET others = EXCLUDED.others, scores = EXCLUDED.scores,
+			shared = EXCLUDED.shared, shared_counts = EXCLUDED.shared_counts`, string(doc))
+	b.Queue(bumpSimilarVersion)
+	err = l.inTx(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
+	if err != nil {
+		return fmt.Errorf("writing %d similarity lists: %w", len(lists), err)
 	}
 	return nil
 }
 
 // bumpSimilarVersion runs in every transaction that writes similar_songs.
 const bumpSimilarVersion = "UPDATE similar_songs_version SET version = version + 1"
-
-// smallintArray is the Postgres literal of ids: {1,2,3}.
-func smallintArray(ids []int16) string {
-	b := make([]byte, 0, 2+4*len(ids))
-	b = append(b, '{')
-	for i, id := range ids {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, int64(id), 10)
-	}
-	return string(append(b, '}'))
-}
 
 // SimilarityParams are the settings similarity lists are computed with.
 type SimilarityParams struct {
@@ -111,7 +114,7 @@ func (s *Store) StoredSimilarityParams(ctx context.Context) (p SimilarityParams,
 // SimilarLists calls fn with every stored list: the song and the other songs
 // by rank.
 func (s *Store) SimilarLists(ctx context.Context, fn func(song string, others []string) error) error {
-	return forEachSongArray(ctx, s, "similarity lists", "SELECT song, array_agg(other ORDER BY rank) FROM similar_songs GROUP BY song", fn)
+	return forEachSongArray(ctx, s, "similarity lists", "SELECT song, others FROM similar_lists", fn)
 }
 
 // RebuildSimilar replaces every list (the table is emptied first) and records
@@ -122,7 +125,7 @@ func (s *Store) SimilarLists(ctx context.Context, fn func(song string, others []
 // rebuild). Like WriteSimilar it writes through the lease's session.
 func (l *Lease) RebuildSimilar(ctx context.Context, lists map[string][]Similar, p SimilarityParams) error {
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "TRUNCATE similar_songs"); err != nil {
+		if _, err := tx.Exec(ctx, "TRUNCATE similar_lists"); err != nil {
 			return fmt.Errorf("rebuilding similarity lists: %w", err)
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO similarity_settings (k, min_instruments) VALUES ($1, $2)
@@ -139,7 +142,7 @@ func (l *Lease) RebuildSimilar(ctx context.Context, lists map[string][]Similar, 
 		return err
 	}
 	l.mu.Lock()
-	_, err = l.conn.Exec(ctx, "ANALYZE similar_songs")
+	_, err = l.conn.Exec(ctx, "ANALYZE similar_lists")
 	l.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("analyzing similarity lists: %w", err)
@@ -148,13 +151,12 @@ func (l *Lease) RebuildSimilar(ctx context.Context, lists map[string][]Similar, 
 }
 
 func copySimilar(ctx context.Context, tx pgx.Tx, lists map[string][]Similar) error {
-	rows := make([][]any, 0, len(lists)*10)
+	rows := make([][]any, 0, len(lists))
 	for song, l := range lists {
-		for _, e := range l {
-			rows = append(rows, []any{song, int16(e.Rank), e.Other, e.Score, e.Shared})
-		}
+		r := toListRow(song, l)
+		rows = append(rows, []any{r.Song, r.Others, r.Scores, r.Shared, r.SharedCounts})
 	}
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"similar_songs"}, []string{"song", "rank", "other", "score", "shared"}, pgx.CopyFromRows(rows))
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"similar_lists"}, []string{"song", "others", "scores", "shared", "shared_counts"}, pgx.CopyFromRows(rows))
 	if err != nil {
 		return fmt.Errorf("writing similarity lists: %w", err)
 	}

@@ -125,14 +125,14 @@ func TestOpenGivesUpOnAbsentServer(t *testing.T) {
 	}
 }
 
-// TestWriteAndRebuildSimilar: WriteSimilar rewrites only the ranks it is given
-// and keeps the others; RebuildSimilar replaces every list and records the
-// settings; SimilarLists reads the lists back by rank.
+// TestWriteAndRebuildSimilar: WriteSimilar replaces the lists it is given,
+// whole, and keeps the others; RebuildSimilar replaces every list and records
+// the settings; SimilarLists reads the lists back by rank.
 func TestWriteAndRebuildSimilar(t *testing.T) {
 	s := testenv.Store(t)
 	ctx := context.Background()
 	read := func() map[string][]store.Similar {
-		rows, err := s.Pool.Query(ctx, "SELECT song, rank, other, score, shared FROM similar_songs ORDER BY song, rank")
+		rows, err := s.Pool.Query(ctx, "SELECT song, others, scores, shared, shared_counts FROM similar_lists")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,11 +140,16 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 		got := map[string][]store.Similar{}
 		for rows.Next() {
 			var song string
-			var e store.Similar
-			if err := rows.Scan(&song, &e.Rank, &e.Other, &e.Score, &e.Shared); err != nil {
+			var others []string
+			var scores []float64
+			var shared, counts []int16
+			if err := rows.Scan(&song, &others, &scores, &shared, &counts); err != nil {
 				t.Fatal(err)
 			}
-			got[song] = append(got[song], e)
+			for i := range others {
+				got[song] = append(got[song], store.Similar{Other: others[i], Score: scores[i], Shared: shared[:counts[i]]})
+				shared = shared[counts[i]:]
+			}
 		}
 		return got
 	}
@@ -153,15 +158,15 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lease.Release()
-	a1 := store.Similar{Rank: 1, Other: "b", Score: 1, Shared: []int16{0, 40, 128}}
-	a2 := store.Similar{Rank: 2, Other: "c", Score: 0.5, Shared: []int16{0}}
-	b1 := store.Similar{Rank: 1, Other: "a", Score: 1, Shared: []int16{0, 40, 128}}
+	a1 := store.Similar{Other: "b", Score: 1, Shared: []int16{0, 40, 128}}
+	a2 := store.Similar{Other: "c", Score: 0.5, Shared: []int16{0}}
+	b1 := store.Similar{Other: "a", Score: 1, Shared: []int16{0, 40, 128}}
 	if err := lease.WriteSimilar(ctx, map[string][]store.Similar{"a": {a1, a2}, "b": {b1}}); err != nil {
 		t.Fatal(err)
 	}
-	a2new := store.Similar{Rank: 2, Other: "d", Score: 0.75, Shared: []int16{40, 128, 3}}
-	a3 := store.Similar{Rank: 3, Other: "c", Score: 0.5, Shared: []int16{}}
-	if err := lease.WriteSimilar(ctx, map[string][]store.Similar{"a": {a2new, a3}}); err != nil {
+	a2new := store.Similar{Other: "d", Score: 0.75, Shared: []int16{40, 128, 3}}
+	a3 := store.Similar{Other: "c", Score: 0.5, Shared: []int16{}}
+	if err := lease.WriteSimilar(ctx, map[string][]store.Similar{"a": {a1, a2new, a3}}); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][]store.Similar{"a": {a1, a2new, a3}, "b": {b1}}
@@ -237,7 +242,7 @@ func TestLeaseIsExclusiveAndFencesWrites(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Lost did not fire within 10 s of the session's end")
 	}
-	if err := second.WriteSimilar(ctx, map[string][]store.Similar{"a": {{Rank: 1, Other: "b", Score: 1}}}); err == nil {
+	if err := second.WriteSimilar(ctx, map[string][]store.Similar{"a": {{Other: "b", Score: 1}}}); err == nil {
 		t.Error("a write through a lost lease succeeded")
 	}
 	second.Release()
@@ -246,4 +251,40 @@ func TestLeaseIsExclusiveAndFencesWrites(t *testing.T) {
 		t.Fatalf("WaitLease after the holder's session died: %v", err)
 	}
 	third.Release()
+}
+
+// TestListsMigrateFromEntryRows: migration 006 turns the entry rows of a
+// database from before it (similar_songs: one row per rank) into one row per
+// list, in rank order, with each entry's shared instruments.
+func TestListsMigrateFromEntryRows(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	// The schema as migration 005 left it, with two lists stored.
+	_, err := s.Pool.Exec(ctx, `DROP TABLE similar_lists;
+		CREATE TABLE similar_songs (song text NOT NULL, rank smallint NOT NULL CHECK (rank >= 1), other text NOT NULL,
+			score double precision NOT NULL, shared smallint[] NOT NULL, PRIMARY KEY (song, rank));
+		INSERT INTO similar_songs VALUES ('a', 2, 'c', 0.5, '{0}'), ('a', 1, 'b', 1, '{0,40,128}'), ('a', 3, 'd', 0.25, '{}'),
+			('b', 1, 'a', 1, '{0,40,128}');
+		DELETE FROM schema_migrations WHERE version = 6`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	if err := s.SimilarLists(ctx, func(song string, others []string) error { got[song] = others; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string][]string{"a": {"b", "c", "d"}, "b": {"a"}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("lists after the migration: %v, want %v", got, want)
+	}
+	var shared, counts []int16
+	var scores []float64
+	if err := s.Pool.QueryRow(ctx, "SELECT scores, shared, shared_counts FROM similar_lists WHERE song = 'a'").Scan(&scores, &shared, &counts); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(scores, shared, counts) != "[1 0.5 0.25] [0 40 128 0] [3 1 0]" {
+		t.Errorf("list a after the migration: scores %v, shared %v, counts %v", scores, shared, counts)
+	}
 }

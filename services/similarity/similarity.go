@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -165,8 +166,10 @@ func (s *Service) Rebuild(ctx context.Context, progress io.Writer) error {
 		}
 	})
 	rows := make(map[string][]store.Similar, len(s.lists))
-	for i := range s.lists {
-		rows[s.ix.IDs[i]] = s.rows(int32(i), s.lists[i], nil)
+	for i, l := range s.lists {
+		if len(l) > 0 {
+			rows[s.ix.IDs[i]] = s.entries(int32(i), l)
+		}
 	}
 	if err := s.lease.RebuildSimilar(ctx, rows, s.params()); err != nil {
 		return err
@@ -312,8 +315,8 @@ func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
 	changed := s.ix.Update(added, s.lists)
 	rows := make(map[string][]store.Similar, len(changed))
 	for y, l := range changed {
-		if r := s.rows(y, l, s.lists[y]); len(r) > 0 {
-			rows[s.ix.IDs[y]] = r
+		if !slices.Equal(l, s.lists[y]) {
+			rows[s.ix.IDs[y]] = s.entries(y, l)
 		}
 	}
 	if err := s.lease.WriteSimilar(ctx, rows); err != nil {
@@ -328,21 +331,15 @@ func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
 	return nil
 }
 
-// rows converts the entries of song i's list that differ from the stored
-// list (nil: none stored) for storage.
-func (s *Service) rows(i int32, list, stored []simindex.Neighbor) []store.Similar {
+// entries converts song i's list for storage.
+func (s *Service) entries(i int32, list []simindex.Neighbor) []store.Similar {
 	out := make([]store.Similar, 0, len(list))
-	for r, n := range list {
-		if r < len(stored) && stored[r] == n {
-			continue
+	for _, n := range list {
+		var shared []int16
+		for _, f := range simindex.Intersect(s.ix.Sets[i], s.ix.Sets[n.Song]).Features() {
+			shared = append(shared, int16(f))
 		}
-		shared := s.ix.Sets[i]
-		other := s.ix.Sets[n.Song]
-		var ids []int16
-		for _, f := range simindex.Intersect(shared, other).Features() {
-			ids = append(ids, int16(f))
-		}
-		out = append(out, store.Similar{Rank: r + 1, Other: s.ix.IDs[n.Song], Score: n.Score(), Shared: ids})
+		out = append(out, store.Similar{Other: s.ix.IDs[n.Song], Score: n.Score(), Shared: shared})
 	}
 	return out
 }
