@@ -23,6 +23,7 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,6 +78,9 @@ func run(ctx context.Context) error {
 	reads := flag.Int("reads", 0, "extract's object reads in flight per process (SCALE_EXTRACT_READS; 0: its default)")
 	cpuQuota := flag.Float64("cpu-quota", 0, "cap each extract process at this many CPUs with a cgroup (0.2: a fifth of a core), to show scale-out on a small machine")
 	traces := flag.String("traces", "off", "tracing in every service: off, or the share of files traced (0.01, 1), exported over OTLP/HTTP to a sink in this process")
+	pgSettings := flag.String("postgres-settings", "", "comma-separated Postgres settings for the benchmark's server, such as shared_buffers=1GB,max_wal_size=8GB,checkpoint_timeout=30min (empty: Postgres's defaults)")
+	statements := flag.Int("statements", 0, "print the Postgres statements that took longest, this many (pg_stat_statements, loaded for the run)")
+	ceiling := flag.Bool("parse-ceiling", true, "first parse every file in memory, no pipeline (at Lakh size this reads 6 GB into memory and takes a minute or two)")
 	flag.Parse()
 	if *source != "folder" && *source != "s3" {
 		return fmt.Errorf("-source must be folder or s3, not %q", *source)
@@ -90,8 +94,10 @@ func run(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("pipebench: %d files under %s, %d CPUs, %s\n", len(files), abs, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
-	if err := parseCeiling(abs, files); err != nil {
-		return err
+	if *ceiling {
+		if err := parseCeiling(abs, files); err != nil {
+			return err
+		}
 	}
 
 	tmp, err := os.MkdirTemp("", "pipebench-")
@@ -109,7 +115,11 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cluster, err := pglocal.Start(ctx, filepath.Join(tmp, "pg"), pglocal.Options{Durable: true})
+	pgOptions := settingsList(*pgSettings)
+	if *statements > 0 {
+		pgOptions = append(pgOptions, "shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all")
+	}
+	cluster, err := pglocal.Start(ctx, filepath.Join(tmp, "pg"), pglocal.Options{Durable: true, Settings: pgOptions})
 	if err != nil {
 		return err
 	}
@@ -160,7 +170,7 @@ func run(ctx context.Context) error {
 			"OTEL_TRACES_SAMPLER_ARG="+*traces)
 		fmt.Printf("pipebench: tracing %s of the files, exported over OTLP/HTTP\n", *traces)
 	}
-	b := bench{tmp: tmp, cluster: cluster, gw: gw, bins: bins, env: env, files: len(files), concurrency: *concurrency, cpuQuota: *cpuQuota}
+	b := bench{tmp: tmp, cluster: cluster, gw: gw, bins: bins, env: env, files: len(files), concurrency: *concurrency, cpuQuota: *cpuQuota, statements: *statements}
 	if *cpuQuota > 0 {
 		fmt.Printf("pipebench: each extract process capped at %.2f CPU\n", *cpuQuota)
 	}
@@ -175,6 +185,17 @@ func run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// settingsList splits a comma-separated list, dropping empty entries.
+func settingsList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // parseCeiling parses every file in memory, on one core and on all cores.
@@ -221,6 +242,7 @@ type bench struct {
 	files       int
 	concurrency int
 	cpuQuota    float64 // per extract process; 0: none
+	statements  int     // how many of Postgres's costliest statements to print
 }
 
 // run measures one pipeline with the given number of extract processes, on a
@@ -328,6 +350,11 @@ func (b bench) run(ctx context.Context, workers int) error {
 	if err != nil {
 		return err
 	}
+	if b.statements > 0 {
+		if err := printStatements(ctx, st, b.statements); err != nil {
+			return err
+		}
+	}
 	var p50, p99 float64
 	err = st.Pool.QueryRow(ctx, `SELECT
 		percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - discovered_at)),
@@ -355,6 +382,29 @@ func (b bench) run(ctx context.Context, workers int) error {
 	}
 	fmt.Printf("  %-12s cpu %6.1f s  (embedded NATS server and this benchmark's polling)\n", "nats+bench", selfCPU.Seconds())
 	return nil
+}
+
+// printStatements prints the n statements that took Postgres longest in this
+// run's database (pg_stat_statements, loaded for the run): time, calls, rows
+// and WAL written.
+func printStatements(ctx context.Context, st *store.Store, n int) error {
+	if _, err := st.Pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+		return err
+	}
+	rows, err := st.Pool.Query(ctx, `SELECT total_exec_time, calls, rows, wal_bytes::bigint, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		ORDER BY total_exec_time DESC LIMIT $1`, n)
+	if err != nil {
+		return fmt.Errorf("reading pg_stat_statements: %w", err)
+	}
+	var ms float64
+	var calls, nrows, wal int64
+	var query string
+	_, err = pgx.ForEachRow(rows, []any{&ms, &calls, &nrows, &wal, &query}, func() error {
+		fmt.Printf("  statement %8.0f ms %8d calls %9d rows %6.1f MB WAL  %s\n", ms, calls, nrows, float64(wal)/1e6, query)
+		return nil
+	})
+	return err
 }
 
 // pollUntil samples the processes' peak memory every 50 ms until done says so.

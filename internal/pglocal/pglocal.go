@@ -48,6 +48,9 @@ type Options struct {
 	// as a daemon that outlives this process (the one-command run takes such
 	// a server over at its next start).
 	DieWithParent bool
+	// Settings are more server settings, each name=value (no spaces), such
+	// as shared_buffers=1GB.
+	Settings []string
 }
 
 // BinDir finds the folder holding initdb and pg_ctl: on PATH, or the newest
@@ -241,6 +244,9 @@ func (c *Cluster) setOptions(o Options) {
 	c.opts = fmt.Sprintf("-h 127.0.0.1 -p %d -k %s -c max_connections=200 -c wal_keep_size=512MB", c.Port, c.Dir)
 	if !o.Durable {
 		c.opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+	}
+	for _, setting := range o.Settings {
+		c.opts += " -c " + setting
 	}
 }
 
