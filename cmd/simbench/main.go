@@ -1,7 +1,8 @@
 // Command simbench measures similarity and the API at Lakh size: it starts a
 // throwaway Postgres cluster, writes synthetic songs (statistics of the shared
 // corpus, seeded), times `similarity rebuild` and a restart over the stored
-// lists, has the API read every list once (its cache), then loads
+// lists, starts the api binary as its own process and has it read every list
+// once (its cache), then loads
 // /v1/songs/{id}/similar with vegeta: closed loop with N concurrent clients,
 // and open loop at a fixed rate with up to N in flight; then, where wrk is
 // installed, closed loop with wrk against /similar and /healthz.
@@ -9,34 +10,34 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	dto "github.com/prometheus/client_model/go"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/scale-dev/scale/internal/config"
 	"github.com/scale-dev/scale/internal/corpus"
+	"github.com/scale-dev/scale/internal/freeport"
+	"github.com/scale-dev/scale/internal/launcher"
 	"github.com/scale-dev/scale/internal/ops"
 	"github.com/scale-dev/scale/internal/pglocal"
 	"github.com/scale-dev/scale/internal/store"
 	"github.com/scale-dev/scale/internal/synth"
-	"github.com/scale-dev/scale/services/api"
 	"github.com/scale-dev/scale/services/similarity"
 )
 
@@ -51,7 +52,9 @@ func run(ctx context.Context) error {
 	duration := flag.Duration("duration", 20*time.Second, "length of each load run")
 	cacheSongs := flag.Int("cache-songs", 200_000, "the API's similar-list cache size in songs (0: off, every request reads Postgres)")
 	wrkThreads := flag.Int("wrk-threads", 1, "wrk's threads (it shares the machine's CPUs with the API)")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the API and vegeta) during the load runs to this file")
+	maxInFlight := flag.Int("max-in-flight", 0, "the API's SCALE_API_MAX_IN_FLIGHT (requests handled at once before it sheds with a 503; 0: its default)")
+	apiCPU := flag.Int("api-cpu", -1, "run the API on this CPU alone and the load generator on the others, as if each had its own machine (-1: both share every CPU)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the API process during the first load run to this file")
 	flag.Parse()
 	log := config.Ops{LogLevel: "warn"}.Logger("simbench")
 	say := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
@@ -101,28 +104,13 @@ func run(ctx context.Context) error {
 	}
 	say("RESULT similarity start over the stored lists (a restart): %.1f s", time.Since(start).Seconds())
 
-	reader, err := store.OpenReader(ctx, cluster.URL("postgres"))
+	// The API runs as its own process, the binary a deployment runs: its heap,
+	// garbage collector and scheduler are its own, not shared with vegeta's.
+	apiProc, base, opsAddr, err := startAPI(dir, cluster.URL("postgres"), *cacheSongs, *maxInFlight, *apiCPU)
 	if err != nil {
 		return err
 	}
-	defer reader.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	reg := ops.NewRegistry()
-	a := api.New(reader, log, reg, api.Settings{CacheSongs: *cacheSongs})
-	apiCtx, stopAPI := context.WithCancel(ctx)
-	defer stopAPI()
-	go a.Run(apiCtx) //nolint:errcheck // stopped with the benchmark
-	health := ops.NewHealth()
-	health.SetPhase(ops.Running)
-	mux := ops.Handler(reg, health)
-	mux.Handle("/", a.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(l) //nolint:errcheck // closed below
-	defer srv.Close()
-	base := "http://" + l.Addr().String()
+	defer apiProc.Stop(10 * time.Second) //nolint:errcheck // teardown
 
 	if *cacheSongs > 0 {
 		start = time.Now()
@@ -130,27 +118,40 @@ func run(ctx context.Context) error {
 			return err
 		}
 		say("warm-up: every song's list asked for once, in %.1f s (the API keeps them in memory from then on)", time.Since(start).Seconds())
-		families, err := reg.Gather()
-		if err != nil {
+		var metrics strings.Builder
+		if err := config.Probe(opsAddr, "/metrics", &metrics); err != nil {
 			return err
 		}
-		for _, f := range families {
-			if strings.HasPrefix(f.GetName(), "scale_api_similar_cache_") && f.GetType() == dto.MetricType_GAUGE {
-				say("RESULT %s %.0f", f.GetName(), f.GetMetric()[0].GetGauge().GetValue())
+		for _, line := range strings.Split(metrics.String(), "\n") {
+			if strings.HasPrefix(line, "scale_api_similar_cache_songs ") || strings.HasPrefix(line, "scale_api_similar_cache_bytes ") {
+				say("RESULT %s", line)
 			}
 		}
 	}
 
+	// The profile covers the API process during the first load run.
+	var profiled chan error
 	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
+		profiled = make(chan error, 1)
+		go func() {
+			f, err := os.Create(*cpuProfile)
+			if err == nil {
+				err = config.Probe(opsAddr, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(duration.Seconds())), f)
+				f.Close()
+			}
+			profiled <- err
+		}()
+		defer func() {
+			if err := <-profiled; err != nil {
+				say("cpu profile: %v", err)
+			}
+		}()
+	}
+	if *apiCPU >= 0 {
+		if err := avoidCPU(*apiCPU); err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		say("the API runs on CPU %d alone, the load generator on the other %d", *apiCPU, runtime.NumCPU()-1)
 	}
 	r := rand.New(rand.NewPCG(*seed, 2))
 	targeter := func(t *vegeta.Target) error {
@@ -183,6 +184,84 @@ func run(ctx context.Context) error {
 	attack(fmt.Sprintf("closed loop, %d concurrent clients", *clients), vegeta.ConstantPacer{}, *clients)
 	attack(fmt.Sprintf("open loop, %d req/s, up to %d in flight", *rate, *clients), vegeta.ConstantPacer{Freq: *rate, Per: time.Second}, *clients)
 	return wrkRuns(ctx, dir, base, ids, *wrkThreads, *clients, *duration, say)
+}
+
+// startAPI builds and starts the api binary on free ports over the given
+// database and waits until it is ready; it returns the process, the API's base
+// URL and its ops address.
+func startAPI(dir, pgURL string, cacheSongs, maxInFlight, cpu int) (*launcher.Process, string, string, error) {
+	root, err := launcher.RepoRoot()
+	if err != nil {
+		return nil, "", "", err
+	}
+	bins, err := launcher.Build(root, dir, map[string]string{"api": "./services/api/cmd/api"})
+	if err != nil {
+		return nil, "", "", err
+	}
+	var ports [2]int
+	for i := range ports {
+		if ports[i], err = freeport.Get(); err != nil {
+			return nil, "", "", err
+		}
+	}
+	appAddr, opsAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
+	binary, args := bins["api"], []string(nil)
+	if cpu >= 0 { // the Go runtime then sizes GOMAXPROCS to the one CPU
+		binary, args = "taskset", []string{"--cpu-list", strconv.Itoa(cpu), bins["api"]}
+	}
+	env := []string{"SCALE_POSTGRES_URL=" + pgURL, "SCALE_API_ADDR=" + appAddr, "SCALE_OPS_ADDR=" + opsAddr,
+		"SCALE_OPS_LOG_LEVEL=warn", "SCALE_API_CACHE_SONGS=" + strconv.Itoa(cacheSongs)}
+	if maxInFlight > 0 {
+		env = append(env, "SCALE_API_MAX_IN_FLIGHT="+strconv.Itoa(maxInFlight))
+	}
+	p, err := launcher.Start(launcher.Spec{Name: "api", Binary: binary, Args: args, LogPath: filepath.Join(dir, "api.log"), DieWithParent: true, Env: env})
+	if err != nil {
+		return nil, "", "", err
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := config.Probe(opsAddr, "/readyz", io.Discard)
+		if err == nil {
+			return p, "http://" + appAddr, opsAddr, nil
+		}
+		select {
+		case <-p.Done():
+			return nil, "", "", fmt.Errorf("api exited: %v\n%s", p.Wait(), p.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.Kill()
+			return nil, "", "", fmt.Errorf("api not ready within 30 s: %w\n%s", err, p.Log())
+		}
+	}
+}
+
+// avoidCPU moves every thread of this process off one CPU (threads started
+// later inherit it) and sizes GOMAXPROCS to the CPUs left.
+func avoidCPU(cpu int) error {
+	var set unix.CPUSet
+	for c := range runtime.NumCPU() {
+		if c != cpu {
+			set.Set(c)
+		}
+	}
+	if set.Count() == 0 {
+		return fmt.Errorf("-api-cpu %d leaves the load generator no CPU", cpu)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pinning thread %d: %w", tid, err)
+		}
+	}
+	runtime.GOMAXPROCS(set.Count())
+	return nil
 }
 
 // warmUp asks for every song's list once, so that the load runs measure the

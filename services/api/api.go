@@ -32,9 +32,18 @@ var assets embed.FS
 
 // Settings are the API flags and SCALE_API_* variables.
 type Settings struct {
-	Addr        string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
-	CacheSongs  int    `conf:"default:200000,help:songs whose similar lists are kept in memory (about 0.4 KB each with 10 per list; 0 turns the cache off)"`
-	MaxInFlight int    `conf:"default:512,help:API requests handled at once; beyond it a request gets a fast 503 with Retry-After (load shedding) instead of a growing wait (0: no limit)"`
+	Addr       string `conf:"default:127.0.0.1:8080,help:listen address of the HTTP API and web page"`
+	CacheSongs int    `conf:"default:200000,help:songs whose similar lists are kept in memory (about 0.4 KB each with 10 per list; 0 turns the cache off)"`
+	// The limit counts the requests that need the database, not the ones a
+	// cached similar list answers: those cost microseconds of CPU, and a 503
+	// would cost nearly as much as the answer. Measured (docs/benchmarks.md,
+	// cache off): with 512, a flood queued for the pool's connections until
+	// the query timeout and the goodput fell to a quarter of capacity; with 16
+	// (4 per connection of a 2-core pod) the API kept answering at capacity
+	// and shed the rest with fast 503s. The default stays high so that a slow
+	// database makes requests wait rather than fail; lower it where clients
+	// retry elsewhere.
+	MaxInFlight int `conf:"default:512,help:API requests that need the database at once (a cached similar list does not); beyond it a request gets a fast 503 with Retry-After (load shedding) instead of a growing wait (0: no limit)"`
 	// ChaosURL is a chaos-runner schedule server whose runs the web page
 	// lists and whose reports it shows (relayed under /chaos-reports/).
 	ChaosURL string `conf:"help:address of a chaos-runner schedule server (http://host:9095) whose runs and reports the web page shows; empty: none"`
@@ -52,7 +61,7 @@ const (
 
 // API is the HTTP handler set.
 type API struct {
-	inFlight     chan struct{} // a token per request being handled; nil: no limit
+	inFlight     chan struct{} // a token per request at the database; nil: no limit
 	queryTimeout time.Duration
 	shed         prometheus.Counter
 	db           *store.Reader
@@ -71,7 +80,7 @@ func New(db *store.Reader, log *slog.Logger, reg prometheus.Registerer, s Settin
 	}
 	return &API{db: db, log: log, cache: newSimilarCache(s.CacheSongs, reg), inFlight: inFlight, queryTimeout: s.QueryTimeout, chaos: newChaosRelay(s.ChaosURL),
 		shed: ops.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "scale_api_shed_total", Help: "API requests answered 503 at once because MaxInFlight requests were being handled."})),
+			Name: "scale_api_shed_total", Help: "API requests answered 503 at once because MaxInFlight requests were at the database."})),
 		requests: ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "scale_api_request_duration_seconds", Help: "API requests by route and status.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
@@ -88,11 +97,12 @@ func (a *API) Handler() http.Handler {
 	route := func(pattern string, h func(*http.Request) (any, error)) {
 		mux.Handle(pattern, a.shedding(a.json(pattern, h)))
 	}
+	// /similar takes its database slot only when the cache cannot answer.
+	mux.Handle("GET /v1/songs/{id}/similar", a.json("GET /v1/songs/{id}/similar", a.similar))
 	route("GET /v1/instruments", a.instruments)
 	route("GET /v1/instruments/{id}/songs", a.instrumentSongs)
 	route("GET /v1/songs", a.songs)
 	route("GET /v1/songs/{id}", a.song)
-	route("GET /v1/songs/{id}/similar", a.similar)
 	route("GET /v1/status", a.status)
 	route("GET /v1/failures", a.failures)
 	route("GET /v1/chaos/runs", a.chaosRuns)
@@ -119,27 +129,41 @@ func (a *API) Handler() http.Handler {
 	return mux
 }
 
-// shedding answers 503 with Retry-After at once when the API is handling as
-// many requests as it may: under overload the requests it takes keep their
-// latency, and the others learn so in microseconds instead of waiting in a
-// queue that only grows.
-func (a *API) shedding(next http.Handler) http.Handler {
+// errOverloaded is the fast 503 of a request shed at the database's door.
+var errOverloaded = &apiError{http.StatusServiceUnavailable, "overloaded", "the API is at capacity; retry after a second"}
+
+// admit takes a database slot for a request, or reports (and counts) that
+// MaxInFlight requests hold them all: under overload the requests it takes
+// keep their latency, and the others learn so in microseconds instead of
+// waiting in a queue for the pool that only grows.
+func (a *API) admit() (release func(), ok bool) {
 	if a.inFlight == nil {
-		return next
+		return func() {}, true
 	}
-	overloaded := mustJSON(errorBody("overloaded", "the API is at capacity; retry after a second"))
+	select {
+	case a.inFlight <- struct{}{}:
+		return func() { <-a.inFlight }, true
+	default:
+		a.shed.Inc()
+		return nil, false
+	}
+}
+
+// shedding admits each request to the database before next handles it, and
+// answers the rest 503 with Retry-After.
+func (a *API) shedding(next http.Handler) http.Handler {
+	overloaded := mustJSON(errorBody(errOverloaded.code, errOverloaded.msg))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case a.inFlight <- struct{}{}:
-			defer func() { <-a.inFlight }()
-			next.ServeHTTP(w, r)
-		default:
-			a.shed.Inc()
+		release, ok := a.admit()
+		if !ok {
 			w.Header().Set("Retry-After", "1")
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			w.Write(overloaded) //nolint:errcheck // client gone
+			return
 		}
+		defer release()
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -195,6 +219,9 @@ func (a *API) json(route string, h func(*http.Request) (any, error)) http.Handle
 		switch {
 		case errors.As(err, &ae):
 			status = ae.status
+			if status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", "1")
+			}
 			writeJSON(w, status, errorBody(ae.code, ae.msg))
 		case err != nil && client.Err() != nil:
 			// The client went away (its query was cancelled with it): nobody

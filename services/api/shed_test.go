@@ -67,3 +67,28 @@ func TestShedding(t *testing.T) {
 		t.Errorf("after the slot was freed: %d, want 200", resp.StatusCode)
 	}
 }
+
+// TestSimilarShedsAtTheDatabase: /similar takes a database slot only when the
+// cache cannot answer; with every slot taken, such a request gets the fast 503
+// without touching the database.
+func TestSimilarShedsAtTheDatabase(t *testing.T) {
+	a := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), Settings{MaxInFlight: 1, CacheSongs: 0})
+	release, ok := a.admit()
+	if !ok {
+		t.Fatal("the first slot was refused")
+	}
+	defer release()
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/v1/songs/0123456789abcdef0123456789abcdef/similar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("with the database slots taken: %d, Retry-After %q; want 503, 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if n := testutil.ToFloat64(a.shed); n != 1 {
+		t.Errorf("scale_api_shed_total %v, want 1", n)
+	}
+}

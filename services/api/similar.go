@@ -213,11 +213,16 @@ func (a *API) similarFor(ctx context.Context, id string) (l similarList, found b
 	} else {
 		a.cache.misses.Inc()
 	}
+	release, ok := a.admit()
+	if !ok {
+		return l, false, errOverloaded
+	}
+	defer release()
 	var otherIDs [][16]byte
 	err = a.db.SimilarTo(ctx, id, func(se store.SimilarEntry) error {
 		var otherKey [16]byte
 		if _, err := hex.Decode(otherKey[:], []byte(se.Other)); err != nil {
-			return fmt.Errorf("similar_songs.other %q: %w", se.Other, err)
+			return fmt.Errorf("similar_lists.others %q: %w", se.Other, err)
 		}
 		e := similarEntry{rank: se.Rank, score: se.Score, other: l.others.add(idName(se.Other, se.Name))}
 		for _, in := range se.Shared {
