@@ -24,7 +24,7 @@ VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 VULNDB              ?= $(HOME)/.cache/scale/vulndb-$(VULNDB_VERSION)
 GOBIN_DIR           := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test vet lint tools fuzz run bench bench-lakh bench-pipeline corpus images kube-binaries
+.PHONY: build test vet lint tools fuzz run bench bench-lakh bench-overload bench-pipeline corpus images kube-binaries
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/scale ./services/ingest/cmd/ingest ./services/extract/cmd/extract \
@@ -80,6 +80,11 @@ bench:
 # then /v1/songs/{id}/similar under load (a few minutes).
 bench-lakh:
 	$(GO) run ./cmd/simbench $(ARGS)
+
+# The API under open-loop overload (the load-shedding curve), at Lakh size:
+# make bench-overload, or ARGS="-cache-songs 0 -max-in-flight 16" for the uncached API.
+bench-overload:
+	$(GO) run ./cmd/simbench -duration 5s -overload 5000,10000,20000,40000,60000 $(ARGS)
 
 # A synthetic corpus of real MIDI files: make corpus N=176581 DIR=/tmp/lakh SEED=1
 corpus:

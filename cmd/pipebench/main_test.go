@@ -26,7 +26,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	flag.CommandLine = flag.NewFlagSet("pipebench", flag.ContinueOnError)
-	os.Args = []string{"pipebench", "-dir", dir, "-workers", "1", "-source", "s3", "-s3-latency", "10ms", "-s3-jitter", "1ms"}
+	os.Args = []string{"pipebench", "-dir", dir, "-workers", "1", "-source", "s3", "-s3-latency", "10ms", "-s3-jitter", "1ms", "-statements", "3"}
 	if err := run(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,15 @@ import (
 // second per load run, so that it cannot rot. It asserts no timing.
 func TestSmoke(t *testing.T) {
 	testenv.SharedCorpus(t)
-	flag.CommandLine = flag.NewFlagSet("simbench", flag.ContinueOnError)
-	os.Args = []string{"simbench", "-songs", "3000", "-clients", "20", "-rate", "200", "-duration", "1s"}
-	if err := run(context.Background()); err != nil {
-		t.Fatal(err)
+	for _, args := range [][]string{
+		{"-songs", "3000", "-clients", "20", "-rate", "200", "-duration", "1s"},
+		// The overload curve of an API without its cache, shedding at 4 requests at the database.
+		{"-songs", "3000", "-cache-songs", "0", "-max-in-flight", "4", "-overload", "300,1000", "-duration", "1s"},
+	} {
+		flag.CommandLine = flag.NewFlagSet("simbench", flag.ContinueOnError)
+		os.Args = append([]string{"simbench"}, args...)
+		if err := run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
