@@ -59,11 +59,11 @@ func toListRow(song string, list []Similar) listRow {
 }
 
 // WriteSimilar replaces the given songs' lists, whole, in one statement, and
-// bumps the version; other lists keep their rows. A list is one row: a
-// rewritten list is a heap-only (HOT) update, no index entry changes. The lists
-// travel as one JSON document, so the statement is the same for any number of
-// them. It writes through the lease's session: only the lease holder writes
-// lists.
+// bumps the version; other lists keep their rows. A list is one row: with the
+// table's spare room per page a rewritten list is usually a heap-only (HOT)
+// update, no index entry changes. The lists travel as one JSON document, so the
+// statement is the same for any number of them. It writes through the lease's
+// session: only the lease holder writes lists.
 func (l *Lease) WriteSimilar(ctx context.Context, lists map[string][]Similar) error {
 	if len(lists) == 0 {
 		return nil
@@ -90,7 +90,7 @@ func (l *Lease) WriteSimilar(ctx context.Context, lists map[string][]Similar) er
 	return nil
 }
 
-// bumpSimilarVersion runs in every transaction that writes similar_songs.
+// bumpSimilarVersion runs in every transaction that writes similar_lists.
 const bumpSimilarVersion = "UPDATE similar_songs_version SET version = version + 1"
 
 // SimilarityParams are the settings similarity lists are computed with.
