@@ -188,7 +188,8 @@ func run(ctx context.Context) error {
 
 // startAPI builds and starts the api binary on free ports over the given
 // database and waits until it is ready; it returns the process, the API's base
-// URL and its ops address.
+// URL and its ops address. A port found free can be taken by another process
+// before the API binds it (tests run in parallel): then it tries new ports.
 func startAPI(dir, pgURL string, cacheSongs, maxInFlight, cpu int) (*launcher.Process, string, string, error) {
 	root, err := launcher.RepoRoot()
 	if err != nil {
@@ -198,39 +199,54 @@ func startAPI(dir, pgURL string, cacheSongs, maxInFlight, cpu int) (*launcher.Pr
 	if err != nil {
 		return nil, "", "", err
 	}
-	var ports [2]int
-	for i := range ports {
-		if ports[i], err = freeport.Get(); err != nil {
-			return nil, "", "", err
-		}
-	}
-	appAddr, opsAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	binary, args := bins["api"], []string(nil)
 	if cpu >= 0 { // the Go runtime then sizes GOMAXPROCS to the one CPU
 		binary, args = "taskset", []string{"--cpu-list", strconv.Itoa(cpu), bins["api"]}
 	}
-	env := []string{"SCALE_POSTGRES_URL=" + pgURL, "SCALE_API_ADDR=" + appAddr, "SCALE_OPS_ADDR=" + opsAddr,
-		"SCALE_OPS_LOG_LEVEL=warn", "SCALE_API_CACHE_SONGS=" + strconv.Itoa(cacheSongs)}
+	env := []string{"SCALE_POSTGRES_URL=" + pgURL, "SCALE_OPS_LOG_LEVEL=warn", "SCALE_API_CACHE_SONGS=" + strconv.Itoa(cacheSongs)}
 	if maxInFlight > 0 {
 		env = append(env, "SCALE_API_MAX_IN_FLIGHT="+strconv.Itoa(maxInFlight))
 	}
-	p, err := launcher.Start(launcher.Spec{Name: "api", Binary: binary, Args: args, LogPath: filepath.Join(dir, "api.log"), DieWithParent: true, Env: env})
-	if err != nil {
-		return nil, "", "", err
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		err := config.Probe(opsAddr, "/readyz", io.Discard)
+	for attempt := 1; ; attempt++ {
+		var addrs [2]string
+		for i := range addrs {
+			port, err := freeport.Get()
+			if err != nil {
+				return nil, "", "", err
+			}
+			addrs[i] = fmt.Sprintf("127.0.0.1:%d", port)
+		}
+		appAddr, opsAddr := addrs[0], addrs[1]
+		p, err := launcher.Start(launcher.Spec{Name: "api", Binary: binary, Args: args, LogPath: filepath.Join(dir, "api.log"), DieWithParent: true,
+			Env: append([]string{"SCALE_API_ADDR=" + appAddr, "SCALE_OPS_ADDR=" + opsAddr}, env...)})
+		if err != nil {
+			return nil, "", "", err
+		}
+		err = waitReady(p, opsAddr)
 		if err == nil {
 			return p, "http://" + appAddr, opsAddr, nil
 		}
+		if attempt == 3 || !strings.Contains(p.Log(), "address already in use") {
+			return nil, "", "", err
+		}
+	}
+}
+
+// waitReady waits until the API answers /readyz, for at most 30 s.
+func waitReady(p *launcher.Process, opsAddr string) error {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := config.Probe(opsAddr, "/readyz", io.Discard)
+		if err == nil {
+			return nil
+		}
 		select {
 		case <-p.Done():
-			return nil, "", "", fmt.Errorf("api exited: %v\n%s", p.Wait(), p.Log())
+			return fmt.Errorf("api exited: %v\n%s", p.Wait(), p.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
 			p.Kill()
-			return nil, "", "", fmt.Errorf("api not ready within 30 s: %w\n%s", err, p.Log())
+			return fmt.Errorf("api not ready within 30 s: %w\n%s", err, p.Log())
 		}
 	}
 }
