@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -58,6 +59,10 @@ type Client struct {
 	s3  *s3.Client
 }
 
+// idleConns is how many idle connections to the S3 endpoint a client keeps:
+// above the reads a worker has in flight (SCALE_EXTRACT_READS, 128 by default).
+const idleConns = 256
+
 // New builds a client; the S3 part is configured now and used only for s3:// URLs.
 func New(ctx context.Context, cfg S3Config) (*Client, error) {
 	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(cfg.Region)}
@@ -73,6 +78,13 @@ func New(ctx context.Context, cfg S3Config) (*Client, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		o.UsePathStyle = cfg.PathStyle
+		// The SDK keeps 10 idle connections per host by default; a worker
+		// with more reads in flight closed the rest after each answer and
+		// dialled anew (13,000 sockets in TIME-WAIT and 2 % of the machine's
+		// CPU in dialling during a Lakh-size run through versitygw).
+		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.MaxIdleConns, tr.MaxIdleConnsPerHost = idleConns, idleConns
+		})
 		// Self-hosted servers send no checksums; without this the SDK logs a
 		// line on stderr for every object read.
 		o.DisableLogOutputChecksumValidationSkipped = true
