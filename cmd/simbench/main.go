@@ -222,31 +222,12 @@ func startAPI(dir, pgURL string, cacheSongs, maxInFlight, cpu int) (*launcher.Pr
 		if err != nil {
 			return nil, "", "", err
 		}
-		err = waitReady(p, opsAddr)
+		err = p.WaitReady(30*time.Second, func() error { return config.Probe(opsAddr, "/readyz", io.Discard) })
 		if err == nil {
 			return p, "http://" + appAddr, opsAddr, nil
 		}
 		if attempt == 3 || !strings.Contains(p.Log(), "address already in use") {
 			return nil, "", "", err
-		}
-	}
-}
-
-// waitReady waits until the API answers /readyz, for at most 30 s.
-func waitReady(p *launcher.Process, opsAddr string) error {
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		err := config.Probe(opsAddr, "/readyz", io.Discard)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.Done():
-			return fmt.Errorf("api exited: %v\n%s", p.Wait(), p.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.Kill()
-			return fmt.Errorf("api not ready within 30 s: %w\n%s", err, p.Log())
 		}
 	}
 }

@@ -159,6 +159,27 @@ func (p *Process) Stop(grace time.Duration) error {
 	}
 }
 
+// WaitReady polls ready every 50 ms until it returns nil. It fails when the
+// process exits first, or, after killing the process, when timeout passes;
+// both errors carry the process's log.
+func (p *Process) WaitReady(timeout time.Duration, ready func() error) error {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v\n%s", p.Name, p.Wait(), p.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.Kill()
+			return fmt.Errorf("%s not ready within %v: %w\n%s", p.Name, timeout, err, p.Log())
+		}
+	}
+}
+
 // Log returns what the process has written so far.
 func (p *Process) Log() string {
 	data, err := os.ReadFile(p.LogPath)

@@ -87,24 +87,13 @@ func (s *Server) Restart() error {
 		return err
 	}
 	s.proc = p
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	return p.WaitReady(20*time.Second, func() error {
 		c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
+		if err != nil {
+			return fmt.Errorf("not listening on %s: %w", s.Addr, err)
 		}
-		select {
-		case <-p.Done():
-			return fmt.Errorf("versitygw exited: %v\n%s", p.Wait(), p.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return fmt.Errorf("versitygw did not listen on %s in 20s:\n%s", s.Addr, p.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return c.Close()
+	})
 }
 
 // Pid is the gateway's process id.
