@@ -6,6 +6,7 @@
 package simindex
 
 import (
+	"encoding/binary"
 	"github.com/scale-dev/scale/internal/gm"
 
 	"math/bits"
@@ -61,17 +62,21 @@ type Index struct {
 	K, MinInstruments int
 	IDs               []string
 	Sets              []Set
-	sizes             []uint8 // Sets[i].Len(), kept: comparisons need it all the time
+	sizes             []uint8  // Sets[i].Len(), kept: comparisons need it all the time
+	idKeys            []uint64 // idKey(IDs[i]), kept: ties are broken by id all the time
 	byID              map[string]int32
 
-	// For incremental updates (see Update): every song under each of its
-	// features, and the reverse index of the lists: song y under the first
-	// features of its prefix for its list's worst score, in the feature order
-	// fixed when the reverse index was last built.
-	postings [Features][]int32
-	rev      [Features][]int32
-	order    [Features]uint8 // position of each feature, rarest first
-	revSize  int             // songs when rev was last built
+	// For incremental updates (TopK, Update): the songs by set size, each
+	// song's position in its class, and the bar its class's admits bits
+	// follow (classes.go).
+	classes [Features + 1]*class
+	pos     []int32
+	bars    []bar
+	maxSize int // the largest set indexed
+	// followed: the bars have followed lists once; after that only the
+	// lists in pending, the last Update's result, can have changed.
+	followed bool
+	pending  []int32
 }
 
 // New returns an empty index.
@@ -92,10 +97,9 @@ func (ix *Index) Add(id string, set Set) (i int32, ok bool) {
 	ix.IDs = append(ix.IDs, id)
 	ix.Sets = append(ix.Sets, set)
 	ix.sizes = append(ix.sizes, uint8(set.Len()))
+	ix.idKeys = append(ix.idKeys, idKey(id))
 	ix.byID[id] = i
-	for _, f := range set.Features() {
-		ix.postings[f] = append(ix.postings[f], i)
-	}
+	ix.place(i)
 	return i, true
 }
 
@@ -118,7 +122,19 @@ func (ix *Index) better(a, b Neighbor) bool {
 	if a.Shared != b.Shared {
 		return a.Shared > b.Shared
 	}
+	if ka, kb := ix.idKeys[a.Song], ix.idKeys[b.Song]; ka != kb {
+		return ka < kb
+	}
 	return ix.IDs[a.Song] < ix.IDs[b.Song]
+}
+
+// idKey is an id's first 8 bytes as a big-endian number: two ids whose keys
+// differ compare as their keys do, so most ties are broken without reading
+// the strings.
+func idKey(id string) uint64 {
+	var b [8]byte
+	copy(b[:], id)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // topList is a bounded, sorted list of the best neighbors.
@@ -140,57 +156,9 @@ func (t *topList) offer(n Neighbor) {
 	t.list[pos] = n
 }
 
-// marks remembers which songs a search has met, without clearing between searches.
-type marks struct {
-	gen  uint32
-	seen []uint32
-}
-
-func (m *marks) reset(n int) {
-	if len(m.seen) < n {
-		m.seen = make([]uint32, n+n/4)
-		m.gen = 0
-	}
-	m.gen++
-	if m.gen == 0 { // wrapped: start over
-		clear(m.seen)
-		m.gen = 1
-	}
-}
-
-// first reports whether j is met for the first time in this search.
-func (m *marks) first(j int32) bool {
-	if m.seen[j] == m.gen {
-		return false
-	}
-	m.seen[j] = m.gen
-	return true
-}
-
-// TopK computes song i's list. Candidates come from the postings of i's
-// features, rarest first; once the list is full with worst score t, a song
-// that could still enter shares at least ceil(t·|i|) features with i, so it is
-// in one of the first |i| - ceil(t·|i|) + 1 postings: the rest are skipped.
+// TopK computes song i's list.
 func (ix *Index) TopK(i int32) []Neighbor {
-	var m marks
-	return ix.topK(i, &m)
-}
-
-func (ix *Index) topK(i int32, m *marks) []Neighbor {
-	m.reset(len(ix.Sets))
-	m.first(i)
-	feats := ix.Sets[i].Features()
-	sort.Slice(feats, func(a, b int) bool { return len(ix.postings[feats[a]]) < len(ix.postings[feats[b]]) })
-	t := topList{ix: ix, cap: ix.K}
-	for p := 0; p < prefixLen(&t, len(feats)); p++ {
-		for _, j := range ix.postings[feats[p]] {
-			if m.first(j) {
-				n, _ := ix.Neighbor(i, j)
-				t.offer(n)
-			}
-		}
-	}
-	return t.list
+	return ix.search(i, nil)
 }
 
 // enters reports whether candidate n would enter list (a current top-K), and
@@ -209,55 +177,19 @@ func (ix *Index) enters(list []Neighbor, n Neighbor) ([]Neighbor, bool) {
 	return t.list, true
 }
 
-// revPrefix is how many of song y's features, in rev order, y is listed under
-// for a list whose worst entry is worst (all of them while the list is not full).
-func (ix *Index) revPrefix(y int32, list []Neighbor) []int {
-	feats := ix.Sets[y].Features()
-	sort.Slice(feats, func(a, b int) bool { return ix.order[feats[a]] < ix.order[feats[b]] })
-	t := topList{cap: ix.K, list: list}
-	return feats[:prefixLen(&t, len(feats))]
-}
-
-// reindex orders the features rarest first by the current postings and lists
-// every song y under the features of its prefix for lists[y].
-func (ix *Index) reindex(lists [][]Neighbor) {
-	feats := make([]int, Features)
-	for f := range feats {
-		feats[f] = f
-	}
-	sort.SliceStable(feats, func(a, b int) bool { return len(ix.postings[feats[a]]) < len(ix.postings[feats[b]]) })
-	for pos, f := range feats {
-		ix.order[f] = uint8(pos)
-		ix.rev[f] = ix.rev[f][:0]
-	}
-	for y := range ix.Sets {
-		var l []Neighbor
-		if y < len(lists) {
-			l = lists[y]
-		}
-		for _, f := range ix.revPrefix(int32(y), l) {
-			ix.rev[f] = append(ix.rev[f], int32(y))
-		}
-	}
-	ix.revSize = len(ix.Sets)
-}
-
 // Update computes what adding the songs added (indexes from Add, already in
 // the index) does to the lists: each added song gets its own list (TopK), and
 // every other song's list (lists[y], its current top-K) takes in the added
 // songs that rank in it. It returns only the lists that changed, by song;
 // lists itself is not modified, so a caller can keep it as the stored state
-// until the change is stored, then copy the changes in. Applying the same
+// until the change is stored, then copy the changes in (all of them, or none
+// when storing failed); lists must change in no other way between calls, as
+// the index follows them (see followLists). Applying the same
 // songs again changes no list but their own, recomputed to the same.
 //
-// An added song x can enter y's list, whose worst score is t, only if
-// J(x, y) ≥ t, so x shares at least ceil(t·|y|) features with y and holds one
-// of y's first |y| - ceil(t·|y|) + 1 features (in any fixed order). The
-// reverse index lists each y under those features for the worst score its
-// list had when it was listed; worst scores only grow, so that prefix holds
-// every feature the current one does, and looking x's features up in it finds
-// every list x can enter. The reverse index is rebuilt, rarest features first,
-// whenever the index has doubled since the last build.
+// The added songs' lists and the lists they may enter come from one search
+// per added song (classes.go), after every song's admits bits have been
+// brought in line with its list in lists.
 func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor {
 	isAdded := make(map[int32]bool, len(added))
 	var news []int32
@@ -267,22 +199,10 @@ func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor 
 			news = append(news, x)
 		}
 	}
-	if len(ix.Sets) >= 2*ix.revSize {
-		ix.reindex(lists)
-	}
+	ix.followLists(lists)
 	type entry struct {
 		y  int32
 		nb Neighbor
-	}
-	// The bar each list sets, compact, so the scan below reads no list: a
-	// candidate that cannot beat it (score below, or equal with fewer
-	// shared) is rejected on the spot; only the rest are offered.
-	type bar struct{ shared, union uint8 } // union 0: the list is not full
-	bars := make([]bar, len(ix.Sets))
-	for y := range min(len(lists), len(bars)) {
-		if l := lists[y]; len(l) == ix.K {
-			bars[y] = bar{l[len(l)-1].Shared, l[len(l)-1].Union}
-		}
 	}
 	own := make([][]Neighbor, len(news))
 	entering := make([][]entry, len(news))
@@ -290,37 +210,18 @@ func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor 
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
-			var m marks
 			for k := next.Add(1) - 1; k < int64(len(news)); k = next.Add(1) - 1 {
-				x := news[k]
-				own[k] = ix.topK(x, &m)
-				m.reset(len(ix.Sets))
-				for _, a := range news {
-					m.first(a) // added songs get their lists from topK
-				}
-				for _, f := range ix.Sets[x].Features() {
-					for _, y := range ix.rev[f] {
-						if !m.first(y) {
-							continue
-						}
-						nb, ok := ix.Neighbor(y, x)
-						if !ok {
-							continue
-						}
-						if b := bars[y]; b.union != 0 {
-							sh, un := int(nb.Shared), int(nb.Union)
-							if l, r := sh*int(b.union), int(b.shared)*un; l < r || (l == r && sh < int(b.shared)) {
-								continue
-							}
-						}
-						if int(y) < len(lists) {
-							if _, in := ix.enters(lists[y], nb); !in {
-								continue
-							}
-						}
-						entering[k] = append(entering[k], entry{y, nb})
+				own[k] = ix.search(news[k], func(y int32, nb Neighbor) {
+					if isAdded[y] {
+						return // added songs get their lists from their own search
 					}
-				}
+					if int(y) < len(lists) {
+						if _, in := ix.enters(lists[y], nb); !in {
+							return
+						}
+					}
+					entering[k] = append(entering[k], entry{y, nb})
+				})
 			}
 		})
 	}
@@ -338,13 +239,35 @@ func (ix *Index) Update(added []int32, lists [][]Neighbor) map[int32][]Neighbor 
 			}
 		}
 	}
-	// List the added songs in the reverse index under their new lists' prefixes.
-	for k, x := range news {
-		for _, f := range ix.revPrefix(x, own[k]) {
-			ix.rev[f] = append(ix.rev[f], x)
-		}
+	ix.pending = ix.pending[:0]
+	for y := range changed {
+		ix.pending = append(ix.pending, y)
 	}
 	return changed
+}
+
+// followLists brings the songs' admits bits in line with their lists: every
+// song's on the first Update, then only the songs whose lists the last
+// Update returned (a caller that stored them copied them in; one that failed
+// to left them as they were).
+func (ix *Index) followLists(lists [][]Neighbor) {
+	follow := func(y int32) {
+		var l []Neighbor
+		if int(y) < len(lists) {
+			l = lists[y]
+		}
+		ix.setBar(y, barOf(ix.K, l), false)
+	}
+	if !ix.followed {
+		for y := range ix.Sets {
+			follow(int32(y))
+		}
+		ix.followed = true
+		return
+	}
+	for _, y := range ix.pending {
+		follow(y)
+	}
 }
 
 // All computes every song's list. Songs with equal sets have equal candidates, so

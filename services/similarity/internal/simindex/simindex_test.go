@@ -46,13 +46,17 @@ func bruteForce(ix *Index, i int) []Neighbor {
 
 // randomIndex draws n songs over features 0..features-1 with skewed
 // popularity (feature ≈ features·u³), so that posting lists differ in length.
+// Their sizes are 3–8.
 func randomIndex(seed uint64, n, k, features int) *Index {
+	return drawIndex(seed, n, k, features, func(r *rand.Rand) int { return 3 + r.IntN(6) })
+}
+
+func drawIndex(seed uint64, n, k, features int, size func(*rand.Rand) int) *Index {
 	r := rand.New(rand.NewPCG(seed, 1))
 	ix := New(k, 3)
 	for i := 0; i < n; i++ {
 		var s Set
-		size := 3 + r.IntN(6)
-		for s.Len() < size {
+		for want := size(r); s.Len() < want; {
 			u := r.Float64()
 			s.Add(int(float64(features) * u * u * u))
 		}
@@ -81,12 +85,39 @@ func testAgainstBruteForce(t *testing.T, ix *Index) {
 }
 
 // TestUpdateMatchesBruteForce adds songs in batches of several sizes (with
-// duplicates inside a batch and a batch applied twice) and checks every list
-// against a brute force over the final index.
+// duplicates inside a batch and a batch applied twice, the first time as if
+// storing its result failed) and checks every list against a brute force over
+// the final index.
 func TestUpdateMatchesBruteForce(t *testing.T) {
-	full := randomIndex(11, 600, 10, 24)
+	testUpdateAgainstBruteForce(t, randomIndex(11, 600, 10, 24))
+}
+
+// TestWideSets: songs of 32 features and more share more features than the
+// incremental search counts in its narrow counters (sizes 3–8 and 28–90,
+// drawn from all features without skew so that large sets overlap widely).
+func TestWideSets(t *testing.T) {
+	ix := drawIndex(5, 400, 10, Features, func(r *rand.Rand) int {
+		if r.IntN(2) == 0 {
+			return 3 + r.IntN(6)
+		}
+		return 28 + r.IntN(63)
+	})
+	wide := 0
+	for i := range ix.Sets {
+		if ix.Sets[i].Len() >= 32 {
+			wide++
+		}
+	}
+	if wide < 50 {
+		t.Fatalf("only %d sets of 32 features or more", wide)
+	}
+	testAgainstBruteForce(t, ix)
+	testUpdateAgainstBruteForce(t, ix)
+}
+
+func testUpdateAgainstBruteForce(t *testing.T, full *Index) {
 	for _, batch := range []int{1, 7, 64} {
-		ix := New(10, 3)
+		ix := New(full.K, full.MinInstruments)
 		var lists [][]Neighbor
 		apply := func(added []int32) {
 			for len(lists) < ix.Len() {
@@ -102,12 +133,12 @@ func TestUpdateMatchesBruteForce(t *testing.T) {
 				j, _ := ix.Add(full.IDs[i], full.Sets[i])
 				added = append(added, j, j)
 			}
-			apply(added)
 			if lo == 0 {
-				if again := ix.Update(added, lists); len(again) != len(added)/2 {
-					t.Fatalf("batch %d: applying the first batch again changed %d lists, want only its own %d", batch, len(again), len(added)/2)
+				if first := ix.Update(added, lists); len(first) != len(added)/2 {
+					t.Fatalf("batch %d: the first batch changed %d lists, want only its own %d", batch, len(first), len(added)/2)
 				}
 			}
+			apply(added)
 		}
 		for i := range ix.Sets {
 			if want := bruteForce(ix, i); !reflect.DeepEqual(lists[i], want) && !(len(lists[i]) == 0 && len(want) == 0) {
