@@ -119,8 +119,8 @@ func (ix *Index) place(i int32) {
 	ix.setBar(i, bar{}, true)
 }
 
-// setBar makes song y's admits bits follow bar b. force sets every bit as b
-// says, for a song just placed.
+// setBar makes song y's admits bits follow bar b. force: y was just placed,
+// its bits all clear, and b applies although bars[y] reads b already.
 func (ix *Index) setBar(y int32, b bar, force bool) {
 	if ix.bars[y] == b && !force {
 		return
@@ -134,9 +134,6 @@ func (ix *Index) setBar(y int32, b bar, force bool) {
 				continue
 			}
 			was := words[w]&bit != 0
-			if force {
-				was = false
-			}
 			if want := b.admits(s, a+c.size-s); want != was {
 				if want {
 					words[w] |= bit
