@@ -95,7 +95,7 @@ func (a *API) Run(ctx context.Context) error { return a.cache.run(ctx, a.db, a.l
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h func(*http.Request) (any, error)) {
-		mux.Handle(pattern, a.shedding(a.json(pattern, h)))
+		mux.Handle(pattern, a.json(pattern, a.atDatabase(h)))
 	}
 	// /similar takes its database slot only when the cache cannot answer.
 	mux.Handle("GET /v1/songs/{id}/similar", a.json("GET /v1/songs/{id}/similar", a.similar))
@@ -149,22 +149,18 @@ func (a *API) admit() (release func(), ok bool) {
 	}
 }
 
-// shedding admits each request to the database before next handles it, and
-// answers the rest 503 with Retry-After.
-func (a *API) shedding(next http.Handler) http.Handler {
-	overloaded := mustJSON(errorBody(errOverloaded.code, errOverloaded.msg))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// atDatabase runs h holding a database slot; a request that finds none is
+// shed with errOverloaded, which json answers like every other error (a
+// 503 with Retry-After, recorded in the request histogram).
+func (a *API) atDatabase(h func(*http.Request) (any, error)) func(*http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
 		release, ok := a.admit()
 		if !ok {
-			w.Header().Set("Retry-After", "1")
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write(overloaded) //nolint:errcheck // client gone
-			return
+			return nil, errOverloaded
 		}
 		defer release()
-		next.ServeHTTP(w, r)
-	})
+		return h(r)
+	}
 }
 
 // apiError is an error with its HTTP status.

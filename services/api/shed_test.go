@@ -10,21 +10,25 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/scale-dev/scale/internal/testenv"
 )
 
-// TestShedding: with MaxInFlight requests being handled, the next one gets a
-// fast 503 with Retry-After and a JSON error, and is counted; once a request
-// finishes, requests are taken again.
+// TestShedding: with MaxInFlight requests at the database, the next one gets
+// a fast 503 with Retry-After and a JSON error, is counted, and is recorded in
+// the request histogram like any other answer; once a request finishes,
+// requests are taken again.
 func TestShedding(t *testing.T) {
-	a := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), Settings{MaxInFlight: 1})
+	reg := prometheus.NewRegistry()
+	a := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, Settings{MaxInFlight: 1})
 	entered, release := make(chan struct{}), make(chan struct{})
-	srv := httptest.NewServer(a.shedding(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv := httptest.NewServer(a.json("GET /test", a.atDatabase(func(*http.Request) (any, error) {
 		select {
 		case entered <- struct{}{}:
 			<-release // the first request holds the only slot
 		default:
 		}
-		w.WriteHeader(http.StatusOK)
+		return map[string]bool{"ok": true}, nil
 	})))
 	defer srv.Close()
 
@@ -53,6 +57,9 @@ func TestShedding(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(a.shed); n != 1 {
 		t.Errorf("scale_api_shed_total %v, want 1", n)
+	}
+	if n := testenv.MetricValue(t, reg, "scale_api_request_duration_seconds", "code", "503"); n != 1 {
+		t.Errorf("%v 503s in the request histogram after the shed request, want 1", n)
 	}
 	close(release)
 	if code := <-first; code != http.StatusOK {
