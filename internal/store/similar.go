@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -41,11 +40,11 @@ type Similar struct {
 
 // listRow is a list as similar_lists stores it.
 type listRow struct {
-	Song         string    `json:"song"`
-	Others       []string  `json:"others"`
-	Scores       []float64 `json:"scores"`
-	Shared       []int16   `json:"shared"`
-	SharedCounts []int16   `json:"shared_counts"`
+	Song         string
+	Others       []string
+	Scores       []float64
+	Shared       []int16
+	SharedCounts []int16
 }
 
 func toListRow(song string, list []Similar) listRow {
@@ -58,32 +57,36 @@ func toListRow(song string, list []Similar) listRow {
 	return r
 }
 
-// WriteSimilar replaces the given songs' lists, whole, in one statement, and
-// bumps the version; other lists keep their rows. A list is one row: with the
-// table's spare room per page a rewritten list is usually a heap-only (HOT)
-// update, no index entry changes. The lists travel as one JSON document, so the
-// statement is the same for any number of them. It writes through the lease's
-// session: only the lease holder writes lists.
+// WriteSimilar replaces the given songs' lists, whole, and bumps the version;
+// other lists keep their rows. A list is one row: with the table's spare room
+// per page a rewritten list is usually a heap-only (HOT) update, no index
+// entry changes. The lists are copied in binary into a temporary table of the
+// session, then upserted from it in one statement: sent as one JSON document
+// instead, Postgres spent about 20 µs per list turning the document's arrays
+// into its own, several times the write itself (docs/benchmarks.md). It
+// writes through the lease's session: only the lease holder writes lists.
 func (l *Lease) WriteSimilar(ctx context.Context, lists map[string][]Similar) error {
 	if len(lists) == 0 {
 		return nil
 	}
-	rows := make([]listRow, 0, len(lists))
-	for song, list := range lists {
-		rows = append(rows, toListRow(song, list))
-	}
-	doc, err := json.Marshal(rows)
-	if err != nil {
-		return fmt.Errorf("encoding %d similarity lists: %w", len(lists), err)
-	}
-	var b pgx.Batch
-	b.Queue(`INSERT INTO similar_lists (song, others, scores, shared, shared_counts)
-		SELECT song, others, scores, shared, shared_counts
-		FROM jsonb_to_recordset($1::jsonb) AS u(song text, others text[], scores float8[], shared smallint[], shared_counts smallint[])
-		ON CONFLICT (song) DO UPDATE SET others = EXCLUDED.others, scores = EXCLUDED.scores,
-			shared = EXCLUDED.shared, shared_counts = EXCLUDED.shared_counts`, string(doc))
-	b.Queue(bumpSimilarVersion)
-	err = l.inTx(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
+	err := l.inTx(ctx, func(tx pgx.Tx) error {
+		// Emptied at every commit; created once per session (a notice
+		// answers the later CREATEs).
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS similar_lists_stage
+			(LIKE similar_lists) ON COMMIT DELETE ROWS`); err != nil {
+			return err
+		}
+		if err := copySimilar(ctx, tx, "similar_lists_stage", lists); err != nil {
+			return err
+		}
+		var b pgx.Batch
+		b.Queue(`INSERT INTO similar_lists (song, others, scores, shared, shared_counts)
+			SELECT song, others, scores, shared, shared_counts FROM similar_lists_stage
+			ON CONFLICT (song) DO UPDATE SET others = EXCLUDED.others, scores = EXCLUDED.scores,
+				shared = EXCLUDED.shared, shared_counts = EXCLUDED.shared_counts`)
+		b.Queue(bumpSimilarVersion)
+		return tx.SendBatch(ctx, &b).Close()
+	})
 	if err != nil {
 		return fmt.Errorf("writing %d similarity lists: %w", len(lists), err)
 	}
@@ -136,7 +139,7 @@ func (l *Lease) RebuildSimilar(ctx context.Context, lists map[string][]Similar, 
 		if _, err := tx.Exec(ctx, bumpSimilarVersion); err != nil {
 			return fmt.Errorf("rebuilding similarity lists: %w", err)
 		}
-		return copySimilar(ctx, tx, lists)
+		return copySimilar(ctx, tx, "similar_lists", lists)
 	})
 	if err != nil {
 		return err
@@ -150,13 +153,14 @@ func (l *Lease) RebuildSimilar(ctx context.Context, lists map[string][]Similar, 
 	return nil
 }
 
-func copySimilar(ctx context.Context, tx pgx.Tx, lists map[string][]Similar) error {
+// copySimilar copies lists into table, binary: similar_lists or a table like it.
+func copySimilar(ctx context.Context, tx pgx.Tx, table string, lists map[string][]Similar) error {
 	rows := make([][]any, 0, len(lists))
 	for song, l := range lists {
 		r := toListRow(song, l)
 		rows = append(rows, []any{r.Song, r.Others, r.Scores, r.Shared, r.SharedCounts})
 	}
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"similar_lists"}, []string{"song", "others", "scores", "shared", "shared_counts"}, pgx.CopyFromRows(rows))
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{table}, []string{"song", "others", "scores", "shared", "shared_counts"}, pgx.CopyFromRows(rows))
 	if err != nil {
 		return fmt.Errorf("writing similarity lists: %w", err)
 	}
