@@ -172,6 +172,7 @@ type query struct {
 	t      topList
 	others func(int32, Neighbor)
 	levels []level
+	rows   [][]uint64 // the class's bitmaps of x's features, reused
 }
 
 // level is what a search does with the songs of a class that share s
@@ -187,11 +188,7 @@ type level struct {
 // lowest is the fewest shared features with which a song of class c can
 // still enter x's list (most+1: none can).
 func (q *query) lowest(c *class, most int) int {
-	if len(q.t.list) < q.t.cap {
-		return 1
-	}
-	w := q.t.list[len(q.t.list)-1]
-	b := bar{w.Shared, w.Union}
+	b := barOf(q.t.cap, q.t.list)
 	for s := 1; s <= most; s++ {
 		if b.admits(s, q.a+c.size-s) {
 			return s
@@ -227,10 +224,11 @@ func (q *query) class(size int) {
 	}
 	top := low <= most
 	wide := most >= 32
-	rows := make([][]uint64, len(q.want))
-	for k, f := range q.want {
-		rows[k] = c.has[f]
+	rows := q.rows[:0]
+	for _, f := range q.want {
+		rows = append(rows, c.has[f])
 	}
+	q.rows = rows
 	for w := range c.words() {
 		if !top {
 			// Only lists x may enter: a word none of them is in is skipped unread.

@@ -373,11 +373,8 @@ func (ix *Index) offerGroup(t *topList, a, b group) {
 		return
 	}
 	u := a.size + b.size - s
-	if len(t.list) == t.cap {
-		worst := t.list[len(t.list)-1]
-		if l, r := s*int(worst.Union), int(worst.Shared)*u; l < r || (l == r && s < int(worst.Shared)) {
-			return
-		}
+	if !barOf(t.cap, t.list).admits(s, u) {
+		return
 	}
 	n := Neighbor{Shared: uint8(s), Union: uint8(u)}
 	for _, m := range b.members[:min(len(b.members), ix.K+1)] {
