@@ -129,11 +129,22 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// probeTimeout bounds each JetStream request of a probe (Settled).
+const probeTimeout = 5 * time.Second
+
 // Settled reports whether a durable consumer exists and has nothing left to
 // deliver and nothing delivered awaiting an acknowledgement: every message
 // up to now has been handled by the stage, so whatever the stage publishes
 // has been published. info is nil when the consumer does not exist yet.
+//
+// It is a probe, called in loops: its requests wait at most probeTimeout
+// whatever ctx's deadline. JetStream waits for an answer until ctx's
+// deadline when it has one, and a request a server drops (one that arrives
+// while the cluster is still electing its leaders) is never answered, so a
+// caller's deadline of minutes would hold the loop that long.
 func Settled(ctx context.Context, js jetstream.JetStream, stream, durable string) (settled bool, info *jetstream.ConsumerInfo, err error) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
 	cons, err := js.Consumer(ctx, stream, durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return false, nil, nil

@@ -63,7 +63,7 @@ type Step struct {
 	Fault         string   `json:"fault"` // the fault's name
 	Type          string   `json:"type"`
 	Targets       []string `json:"targets"` // instance names: extract-2, nats-1, postgres; "leader" and "primary" are resolved when injected
-	At            Duration `json:"at"`      // from the start of the workload
+	At            Duration `json:"at"`      // from the start of the workload (locally: its first file in the work queue)
 	Duration      Duration `json:"duration"`
 	Latency       Duration `json:"latency,omitempty"`
 	Jitter        Duration `json:"jitter,omitempty"`

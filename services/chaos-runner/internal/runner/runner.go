@@ -85,7 +85,7 @@ type Environment interface {
 	APIBase() string             // where API load goes ("" without an API of the run's own)
 	APIs() []string              // each API process's address (readiness)
 	Dial(ctx context.Context, network, addr string) (net.Conn, error)
-	StartIngest() error // the workload begins
+	StartIngest() error // the workload begins: steps' times count from its return
 	Inject(ctx context.Context, step experiment.Step) (heal func(context.Context) error, targets []string, err error)
 	Finished(ctx context.Context) (int, error)
 	Spans() []otlprecv.Span // the services' traces (none when not collected)
@@ -177,18 +177,19 @@ func (r *run) publish(ev events.Chaos) {
 }
 
 // waitReady waits until the workers consume and the API answers.
-func (r *run) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(2 * time.Minute)
+func (r *run) waitReady(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, 2*time.Minute)
+	defer cancel()
 	for {
 		_, info, err := transport.Settled(ctx, r.env.Stream(), events.StreamDiscovered, events.ConsumerExtract)
 		if err == nil && info != nil && apiReady(r.env) {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the pipeline was not ready within 2 minutes (extract consumer %v, API %s): see the logs under %s", info != nil, r.env.APIBase(), r.o.Dir)
-		}
 		if !transport.Sleep(ctx, 100*time.Millisecond) {
-			return ctx.Err()
+			if parent.Err() != nil {
+				return parent.Err()
+			}
+			return fmt.Errorf("the pipeline was not ready within 2 minutes (extract consumer %v, API %s): see the logs under %s", info != nil, r.env.APIBase(), r.o.Dir)
 		}
 	}
 }
@@ -197,13 +198,13 @@ func (r *run) waitReady(ctx context.Context) error {
 func (r *run) execute(ctx context.Context) {
 	r.abortCh = make(chan string, 1)
 	runCtx, stopProbes := context.WithCancel(context.WithoutCancel(ctx))
-	r.t0 = time.Now()
-	r.j.WorkloadStarted = r.t0.UTC()
 	if err := r.env.StartIngest(); err != nil {
 		stopProbes()
 		r.fail(err)
 		return
 	}
+	r.t0 = time.Now()
+	r.j.WorkloadStarted = r.t0.UTC()
 	if api := r.exp.Workload.API; api != nil {
 		r.load = startAPILoad(runCtx, r.env, *api, r.exp.Seed)
 	}
