@@ -57,13 +57,11 @@ type Profile struct {
 	Instruments     []Instrument // melodic by program, then drums
 }
 
-// noteBuffers recycles the note buffers of finished parses: a file's notes are
-// its bulk, and allocating them anew for every file is most of the garbage a
-// busy worker makes.
-var noteBuffers = sync.Pool{New: func() any { return new([]note) }}
+// files recycles the files of finished parses with their buffers (smfFile).
+var files = sync.Pool{New: func() any { return new(smfFile) }}
 
-// maxPooledNotes bounds the buffers kept: an outsized file's buffer is dropped.
-const maxPooledNotes = 1 << 20
+// maxPooledEvents bounds the buffers kept: an outsized file's are dropped.
+const maxPooledEvents = 1 << 20
 
 // Parse decodes data and computes its profile. Every error wraps ErrInvalid.
 // It is safe for concurrent use.
@@ -71,21 +69,19 @@ func Parse(data []byte) (Profile, error) {
 	if len(data) > MaxFileSize {
 		return Profile{}, fmt.Errorf("%w: %d bytes is over the %d byte limit", ErrInvalid, len(data), MaxFileSize)
 	}
-	buf := noteBuffers.Get().(*[]note)
-	f, err := readSMF(data, *buf)
-	defer func() {
-		if f != nil {
-			if cap(f.notes) > maxPooledNotes {
-				return
-			}
-			*buf = f.notes[:0]
-		}
-		noteBuffers.Put(buf)
-	}()
-	if err != nil {
+	f := files.Get().(*smfFile)
+	defer f.release()
+	if err := f.read(data); err != nil {
 		return Profile{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return f.profile()
+}
+
+// release gives f back to the pool, unless one of its buffers grew too large.
+func (f *smfFile) release() {
+	if max(cap(f.notes), cap(f.programs), cap(f.tempos), cap(f.grouped), cap(f.tracks)) <= maxPooledEvents {
+		files.Put(f)
+	}
 }
 
 func (f *smfFile) profile() (Profile, error) {
@@ -99,20 +95,26 @@ func (f *smfFile) profile() (Profile, error) {
 	}
 	counts := noteCounts{drums: f.drums}
 	if f.format == 2 {
-		for i := range f.tracks {
-			tr := f.tracks[i : i+1]
-			counts.add(f.notes[tr[0].notesStart:tr[0].notesEnd], tr)
-			tempos := mergeTempos(tr)
+		for i, tr := range f.tracks {
+			// A track's own events are in tick order already.
+			f.count(&counts, f.notes[tr.notes.start:tr.notes.end], f.programs[tr.programs.start:tr.programs.end], false)
+			tempos := f.tempos[tr.tempos.start:tr.tempos.end]
 			if i == 0 {
 				p.InitialBPM = initialBPM(tempos)
 			}
-			if tr[0].messages > 0 {
-				p.DurationSeconds = max(p.DurationSeconds, clk.seconds(tempos, tr[0].lastTick))
+			if tr.messages > 0 {
+				p.DurationSeconds = max(p.DurationSeconds, clk.seconds(tempos, tr.lastTick))
 			}
 		}
 	} else {
-		counts.add(f.notes, f.tracks)
-		tempos := mergeTempos(f.tracks)
+		merge := len(f.tracks) > 1
+		f.count(&counts, f.notes, f.programs, merge)
+		// By tick, then track order: the buffer is in track order, and the
+		// sort is stable.
+		tempos := f.tempos
+		if merge {
+			slices.SortStableFunc(tempos, func(a, b tempoChange) int { return cmp.Compare(a.tick, b.tick) })
+		}
 		p.InitialBPM = initialBPM(tempos)
 		var last int64
 		for _, tr := range f.tracks {
@@ -130,21 +132,34 @@ type noteCounts struct {
 	drums   int
 }
 
-// add counts melodic notes of tracks (merged on one timeline) by the program in
-// effect on their channel at their tick. On the merged timeline events go by
-// tick, Program Changes before Note Ons at equal ticks, then track order, then
-// position in the track; so a note takes the last change on its channel, in
-// that order, at or before its tick, and program 0 if there is none. Only the
-// changes need ordering: each note looks its program up, in any order.
-func (c *noteCounts) add(notes []note, tracks []track) {
+// count adds to c the melodic notes of tracks merged on one timeline, by the
+// program in effect on their channel at their tick; programs are the tracks'
+// Program Changes, track after track, and merge says whether there are
+// several tracks to merge. On the merged timeline events go by tick, Program
+// Changes before Note Ons at equal ticks, then track order, then position in
+// the track; so a note takes the last change on its channel, in that order,
+// at or before its tick, and program 0 if there is none. Only the changes
+// need ordering: each note looks its program up, in any order.
+func (f *smfFile) count(c *noteCounts, notes []note, programs []programChange, merge bool) {
+	// The changes grouped by channel, each group in track order (a counting
+	// sort into f.grouped), then by tick.
+	var at [17]int
+	for _, pc := range programs {
+		at[pc.channel+1]++
+	}
+	for ch := 1; ch <= 16; ch++ {
+		at[ch] += at[ch-1]
+	}
+	f.grouped = slices.Grow(f.grouped[:0], len(programs))[:len(programs)]
 	var byChannel [16][]programChange
-	for _, tr := range tracks {
-		for _, pc := range tr.programs {
-			byChannel[pc.channel] = append(byChannel[pc.channel], pc)
-		}
+	for ch := range byChannel {
+		byChannel[ch] = f.grouped[at[ch]:at[ch]:at[ch+1]]
+	}
+	for _, pc := range programs {
+		byChannel[pc.channel] = append(byChannel[pc.channel], pc)
 	}
 	for _, pcs := range byChannel {
-		if len(tracks) > 1 { // one track's changes are in tick order already
+		if merge { // one track's changes are in tick order already
 			slices.SortStableFunc(pcs, func(a, b programChange) int { return cmp.Compare(a.tick, b.tick) })
 		}
 	}
@@ -174,24 +189,6 @@ func (c *noteCounts) instruments() []Instrument {
 	if c.drums > 0 {
 		out = append(out, Instrument{Drums: true, Notes: c.drums})
 	}
-	return out
-}
-
-// mergeTempos returns the tempo changes of tracks by tick, then track order.
-func mergeTempos(tracks []track) []tempoChange {
-	var out []tempoChange
-	for _, tr := range tracks {
-		out = append(out, tr.tempos...)
-	}
-	slices.SortStableFunc(out, func(a, b tempoChange) int {
-		switch {
-		case a.tick < b.tick:
-			return -1
-		case a.tick > b.tick:
-			return 1
-		}
-		return 0
-	})
 	return out
 }
 

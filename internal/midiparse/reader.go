@@ -12,22 +12,28 @@ const maxMessageLength = 1_000_000
 // errTruncated is returned when the data ends inside a chunk or an event.
 var errTruncated = errors.New("truncated: data ends inside a chunk or event")
 
+// smfFile is a file being read. Its buffers hold every track's events, track
+// after track (each track knows its share), and are reused by later parses
+// (see Parse): they are most of the garbage a busy worker would make.
 type smfFile struct {
 	format   int
 	division int // raw header division word
 	tracks   []track
-	notes    []note // the melodic Note Ons of all tracks, track after track
-	drums    int    // Note Ons on the drum channel: no program to look up
+	notes    []note          // the melodic Note Ons
+	programs []programChange // the Program Changes
+	tempos   []tempoChange   // the tempo changes
+	drums    int             // Note Ons on the drum channel: no program to look up
+	grouped  []programChange // noteCounts.add's buffer: the changes by channel
 }
 
 type track struct {
-	programs   []programChange // in track order, which is tick order
-	tempos     []tempoChange
-	notesStart int // the track's notes are notes[notesStart:notesEnd]
-	notesEnd   int
-	lastTick   int64 // absolute tick of the track's last message
-	messages   int
+	notes, programs, tempos span  // the track's share of the file's events, each in tick order
+	lastTick                int64 // absolute tick of the track's last message
+	messages                int
 }
+
+// span is a track's share of one of the file's event buffers.
+type span struct{ start, end int }
 
 // programChange is a Program Change on a track's timeline.
 type programChange struct {
@@ -101,33 +107,31 @@ func (r *reader) chunkHeader() (id string, size uint32, err error) {
 	return string(h[:4]), binary.BigEndian.Uint32(h[4:]), nil
 }
 
-// readSMF reads the file; notes is a buffer to append its notes to (f.notes).
-func readSMF(data []byte, notes []note) (*smfFile, error) {
+// read reads data into f, whose buffers it empties first and then reuses.
+func (f *smfFile) read(data []byte) error {
+	*f = smfFile{tracks: f.tracks[:0], notes: f.notes[:0], programs: f.programs[:0], tempos: f.tempos[:0], grouped: f.grouped[:0]}
 	r := &reader{data: data}
 	id, size, err := r.chunkHeader()
 	if err != nil || id != "MThd" {
-		return nil, errors.New("no MThd header: not a Standard MIDI File")
+		return errors.New("no MThd header: not a Standard MIDI File")
 	}
 	header := r.data[r.pos:min(len(r.data), r.pos+int(min(size, uint32(len(r.data)))))]
 	if len(header) < 6 {
-		return nil, errTruncated
+		return errTruncated
 	}
 	r.pos += len(header)
-	f := &smfFile{
-		format:   int(binary.BigEndian.Uint16(header[0:])),
-		division: int(binary.BigEndian.Uint16(header[4:])),
-	}
+	f.format = int(binary.BigEndian.Uint16(header[0:]))
+	f.division = int(binary.BigEndian.Uint16(header[4:]))
 	// The track count is read as a signed 16-bit number, like the reference does.
 	declared := int(int16(binary.BigEndian.Uint16(header[2:])))
-	f.notes = notes[:0]
 	for i := 0; i < declared; i++ {
 		tr, err := r.track(f)
 		if err != nil {
-			return f, fmt.Errorf("track %d of %d: %w", i+1, declared, err)
+			return fmt.Errorf("track %d of %d: %w", i+1, declared, err)
 		}
 		f.tracks = append(f.tracks, tr)
 	}
-	return f, nil
+	return nil
 }
 
 // messageLength is the length, status byte included, of the non-SysEx, non-meta
@@ -150,7 +154,7 @@ var messageLength = func() (l [256]int) {
 // stops when the bytes read equal the declared length exactly; an event that
 // runs past the declared end keeps reading, and the file then fails further on.
 func (r *reader) track(f *smfFile) (track, error) {
-	tr := track{notesStart: len(f.notes)}
+	tr := track{notes: span{start: len(f.notes)}, programs: span{start: len(f.programs)}, tempos: span{start: len(f.tempos)}}
 	id, size, err := r.chunkHeader()
 	if err != nil {
 		return tr, err
@@ -194,7 +198,7 @@ func (r *reader) track(f *smfFile) (track, error) {
 		tr.lastTick = tick
 		switch {
 		case status == 0xFF:
-			if err := r.meta(&tr, tick); err != nil {
+			if err := r.meta(f, tick); err != nil {
 				return tr, err
 			}
 		case status == 0xF0 || status == 0xF7:
@@ -227,10 +231,10 @@ func (r *reader) track(f *smfFile) (track, error) {
 				}
 				return tr, fmt.Errorf("data byte 0x%02X out of range 0..127 at byte %d", b, at)
 			}
-			tr.channelMessage(f, msg[:n], tick)
+			f.channelMessage(msg[:n], tick)
 		}
 	}
-	tr.notesEnd = len(f.notes)
+	tr.notes.end, tr.programs.end, tr.tempos.end = len(f.notes), len(f.programs), len(f.tempos)
 	return tr, nil
 }
 
@@ -241,7 +245,7 @@ func (r *reader) track(f *smfFile) (track, error) {
 // up to four times, which was half of all parse time (a profile of the full
 // pipeline: 10.6 % of the machine's CPU against 21.4 % for Parse), and every
 // other kind of channel message is skipped without being looked at.
-func (tr *track) channelMessage(f *smfFile, msg []byte, tick int64) {
+func (f *smfFile) channelMessage(msg []byte, tick int64) {
 	channel := msg[0] & 0x0F
 	switch msg[0] & 0xF0 {
 	case 0x90:
@@ -254,7 +258,7 @@ func (tr *track) channelMessage(f *smfFile, msg []byte, tick int64) {
 			f.notes = append(f.notes, note{tick: tick, channel: channel})
 		}
 	case 0xC0:
-		tr.programs = append(tr.programs, programChange{tick: tick, channel: channel, program: msg[1]})
+		f.programs = append(f.programs, programChange{tick: tick, channel: channel, program: msg[1]})
 	}
 }
 
@@ -290,7 +294,7 @@ func (r *reader) sysex() error {
 
 // meta reads a meta event, records tempo changes, and validates the payloads the
 // reference decodes (a file whose key signature cannot be decoded is rejected).
-func (r *reader) meta(tr *track, tick int64) error {
+func (r *reader) meta(f *smfFile, tick int64) error {
 	at := r.pos - 1
 	typ, err := r.byte()
 	if err != nil {
@@ -324,7 +328,7 @@ func (r *reader) meta(tr *track, tick int64) error {
 		if err := short(3, "set tempo"); err != nil {
 			return err
 		}
-		tr.tempos = append(tr.tempos, tempoChange{tick: tick, usecPerQuarter: uint32(d[0])<<16 | uint32(d[1])<<8 | uint32(d[2])})
+		f.tempos = append(f.tempos, tempoChange{tick: tick, usecPerQuarter: uint32(d[0])<<16 | uint32(d[1])<<8 | uint32(d[2])})
 	case 0x54:
 		if err := short(5, "SMPTE offset"); err != nil {
 			return err

@@ -335,8 +335,9 @@ func (s *Service) Apply(ctx context.Context, evs []events.Extracted) error {
 func (s *Service) entries(i int32, list []simindex.Neighbor) []store.Similar {
 	out := make([]store.Similar, 0, len(list))
 	for _, n := range list {
-		var shared []int16
-		for _, f := range simindex.Intersect(s.ix.Sets[i], s.ix.Sets[n.Song]).Features() {
+		common := simindex.Intersect(s.ix.Sets[i], s.ix.Sets[n.Song])
+		shared := make([]int16, 0, common.Len())
+		for f := range common.All() {
 			shared = append(shared, int16(f))
 		}
 		out = append(out, store.Similar{Other: s.ix.IDs[n.Song], Score: n.Score(), Shared: shared})

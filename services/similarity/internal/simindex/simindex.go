@@ -7,13 +7,15 @@ package simindex
 
 import (
 	"encoding/binary"
-	"github.com/scale-dev/scale/internal/gm"
-
+	"iter"
 	"math/bits"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/scale-dev/scale/internal/gm"
 )
 
 // Features is the number of instrument features: one per instrument id (gm).
@@ -31,16 +33,21 @@ func (s Set) Len() int {
 }
 
 // Features lists the set's features in order.
-func (s Set) Features() []int {
-	var out []int
-	for w, word := range s {
-		for word != 0 {
-			b := bits.TrailingZeros64(word)
-			out = append(out, w*64+b)
-			word &^= 1 << b
+func (s Set) Features() []int { return slices.AppendSeq(make([]int, 0, s.Len()), s.All()) }
+
+// All yields the set's features in order.
+func (s Set) All() iter.Seq[int] {
+	return func(yield func(int) bool) {
+		for w, word := range s {
+			for word != 0 {
+				b := bits.TrailingZeros64(word)
+				if !yield(w*64 + b) {
+					return
+				}
+				word &^= 1 << b
+			}
 		}
 	}
-	return out
 }
 
 func interLen(a, b Set) int {
