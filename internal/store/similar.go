@@ -162,7 +162,7 @@ func copySimilar(ctx context.Context, tx pgx.Tx, table string, lists map[string]
 	}
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{table}, []string{"song", "others", "scores", "shared", "shared_counts"}, pgx.CopyFromRows(rows))
 	if err != nil {
-		return fmt.Errorf("writing similarity lists: %w", err)
+		return fmt.Errorf("copying %d lists into %s: %w", len(rows), table, err)
 	}
 	return nil
 }

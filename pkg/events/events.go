@@ -193,16 +193,7 @@ func validMD5(s string) error {
 
 // Encode stamps the schema version on e, validates it and marshals it.
 func Encode[E Event](e E) ([]byte, error) {
-	switch v := any(&e).(type) {
-	case *Discovered:
-		v.Version = SchemaVersion
-	case *Extracted:
-		v.Version = SchemaVersion
-	case *Failed:
-		v.Version = SchemaVersion
-	case *Chaos:
-		v.Version = SchemaVersion
-	}
+	*versionOf(&e) = SchemaVersion
 	if err := e.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -210,27 +201,57 @@ func Encode[E Event](e E) ([]byte, error) {
 }
 
 // Decode unmarshals data into an event, rejecting other schema versions and
-// invalid fields with an error that wraps ErrInvalid.
+// invalid fields with an error that wraps ErrInvalid. The document is read
+// once; only when that fails or finds another version is the version read on
+// its own, so that the error names it (an event of another version may not
+// even fit this one's fields).
 func Decode[E Event](data []byte) (E, error) {
 	var e E
+	err := json.Unmarshal(data, &e)
+	if err != nil || *versionOf(&e) != SchemaVersion {
+		if verr := checkVersion(data); verr != nil {
+			return e, verr
+		}
+		if err != nil {
+			return e, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if err := e.validate(); err != nil {
+		return e, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return e, nil
+}
+
+// versionOf is an event's schema version field.
+func versionOf[E Event](e *E) *int {
+	switch v := any(e).(type) {
+	case *Discovered:
+		return &v.Version
+	case *Extracted:
+		return &v.Version
+	case *Failed:
+		return &v.Version
+	case *Chaos:
+		return &v.Version
+	}
+	panic("events: not an event type") // unreachable: Event admits only the four
+}
+
+// checkVersion reads a document's schema version alone: an error that wraps
+// ErrInvalid unless it is SchemaVersion.
+func checkVersion(data []byte) error {
 	var head struct {
 		Version *int `json:"v"`
 	}
 	if err := json.Unmarshal(data, &head); err != nil {
-		return e, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if head.Version == nil || *head.Version != SchemaVersion {
 		v := "none"
 		if head.Version != nil {
 			v = fmt.Sprint(*head.Version)
 		}
-		return e, fmt.Errorf("%w: schema version %s, want %d", ErrInvalid, v, SchemaVersion)
+		return fmt.Errorf("%w: schema version %s, want %d", ErrInvalid, v, SchemaVersion)
 	}
-	if err := json.Unmarshal(data, &e); err != nil {
-		return e, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if err := e.validate(); err != nil {
-		return e, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	return e, nil
+	return nil
 }

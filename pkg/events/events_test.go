@@ -29,6 +29,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"not json", `{`, "invalid event"},
 		{"no version", `{"source":"file:///a.mid","size":1}`, "schema version none"},
 		{"future version", `{"v":2,"source":"file:///a.mid","size":1}`, "schema version 2"},
+		{"future version that does not fit", `{"v":2,"source":"file:///a.mid","size":"big"}`, "schema version 2"},
+		{"explicit version 0", `{"v":0,"source":"file:///a.mid","size":1}`, "schema version 0"},
 		{"bad source", `{"v":1,"source":"http://x/a.mid","size":1}`, "not an s3:// or file://"},
 		{"bad md5", `{"v":1,"source":"s3://b/a.mid","md5":"xyz","size":1}`, "not 32 hex digits"},
 		{"negative size", `{"v":1,"source":"s3://b/a.mid","size":-1}`, "negative"},
