@@ -161,15 +161,19 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 	a1 := store.Similar{Other: "b", Score: 1, Shared: []int16{0, 40, 128}}
 	a2 := store.Similar{Other: "c", Score: 0.5, Shared: []int16{0}}
 	b1 := store.Similar{Other: "a", Score: 1, Shared: []int16{0, 40, 128}}
-	if err := lease.WriteSimilar(ctx, map[string][]store.Similar{"a": {a1, a2}, "b": {b1}}); err != nil {
+	if err := lease.WriteSimilar(ctx, map[string][]store.Similar{"a": {a1, a2}, "b": {b1}, "e": {}}); err != nil {
 		t.Fatal(err)
+	}
+	var empty int
+	if err := s.Pool.QueryRow(ctx, "SELECT cardinality(others) + cardinality(shared) FROM similar_lists WHERE song = 'e'").Scan(&empty); err != nil || empty != 0 {
+		t.Errorf("an empty list stored as %d elements (%v), want a row of empty arrays", empty, err)
 	}
 	a2new := store.Similar{Other: "d", Score: 0.75, Shared: []int16{40, 128, 3}}
 	a3 := store.Similar{Other: "c", Score: 0.5, Shared: []int16{}}
 	if err := lease.WriteSimilar(ctx, map[string][]store.Similar{"a": {a1, a2new, a3}}); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][]store.Similar{"a": {a1, a2new, a3}, "b": {b1}}
+	want := map[string][]store.Similar{"a": {a1, a2new, a3}, "b": {b1}} // e's list is empty: no entries to read
 	if got := read(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("after two writes:\n got %v\nwant %v", got, want)
 	}
@@ -209,6 +213,57 @@ func TestWriteAndRebuildSimilar(t *testing.T) {
 	}
 	if fmt.Sprint(lists) != "map[c:[c] d:[a d]]" {
 		t.Errorf("SimilarLists gave %v", lists)
+	}
+}
+
+// TestRebuildCopiesManyLists: a rebuild streams its lists to Postgres in
+// pieces (COPY's binary format, encoded as it is sent); every list arrives
+// whole, across the pieces' boundaries.
+func TestRebuildCopiesManyLists(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	lease, err := s.TryLease(ctx, store.SimilarityWriter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release()
+	lists := map[string][]store.Similar{}
+	for i := range 3000 { // about 400 KB: several pieces of 64 KB
+		song := fmt.Sprintf("%032x", i)
+		for k := range i % 11 {
+			lists[song] = append(lists[song], store.Similar{Other: fmt.Sprintf("%032x", i+k+1), Score: 1 / float64(k+2), Shared: []int16{int16(k), int16(k + 100)}[:k%3]})
+		}
+		if i%11 == 0 {
+			lists[song] = []store.Similar{}
+		}
+	}
+	if err := lease.RebuildSimilar(ctx, lists, store.SimilarityParams{K: 10, MinInstruments: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Pool.Query(ctx, "SELECT song, others, scores, shared, shared_counts FROM similar_lists")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]store.Similar{}
+	for rows.Next() {
+		var song string
+		var others []string
+		var scores []float64
+		var shared, counts []int16
+		if err := rows.Scan(&song, &others, &scores, &shared, &counts); err != nil {
+			t.Fatal(err)
+		}
+		got[song] = []store.Similar{}
+		for i := range others {
+			got[song] = append(got[song], store.Similar{Other: others[i], Score: scores[i], Shared: shared[:counts[i]:counts[i]]})
+			shared = shared[counts[i]:]
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(lists) {
+		t.Errorf("%d lists read back, %d written, or their contents differ", len(got), len(lists))
 	}
 }
 
