@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -62,6 +64,32 @@ func TestProbe(t *testing.T) {
 				t.Fatalf("probe: %v (%s)", err, out.String())
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Fatalf("probe = %v, want an error with %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestGCPercent: the target applies when GOGC is unset, and GOGC wins when set.
+func TestGCPercent(t *testing.T) {
+	original := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(original) })
+	for _, tc := range []struct {
+		name string
+		gogc string // "" leaves GOGC unset
+		want int
+	}{
+		{"unset", "", 250},
+		{"set", "100", 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GOGC", tc.gogc)
+			if tc.gogc == "" {
+				os.Unsetenv("GOGC") // t.Setenv restores it afterwards
+			}
+			debug.SetGCPercent(100)
+			config.GCPercent(250)
+			if got := debug.SetGCPercent(100); got != tc.want {
+				t.Errorf("GC percent = %d, want %d", got, tc.want)
 			}
 		})
 	}
