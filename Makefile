@@ -24,7 +24,7 @@ VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 VULNDB              ?= $(HOME)/.cache/scale/vulndb-$(VULNDB_VERSION)
 GOBIN_DIR           := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test vet lint tools fuzz run bench bench-lakh bench-overload bench-pipeline corpus images kube-binaries
+.PHONY: build test vet lint tools fuzz run bench bench-go bench-lakh bench-overload bench-pipeline corpus images kube-binaries
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/scale ./services/ingest/cmd/ingest ./services/extract/cmd/extract \
@@ -54,6 +54,7 @@ lint: vet
 test: lint
 	$(GO) test -count=1 -timeout 30m ./... ./services/chaos-runner/...
 	$(GO) test -count=1 -timeout 30m ./deploy/...
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x $(GO_BENCH_PACKAGES)
 	$(MAKE) fuzz
 
 fuzz:
@@ -75,6 +76,13 @@ run:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -cpu 1 ./internal/midiparse
+
+# The Go benchmarks of the write path and the object store (BenchmarkSaveOutcomes,
+# BenchmarkWriteSimilar, BenchmarkGetS3 with its client CPU per read) on the real
+# Postgres and versitygw; make test runs each once so that none rots.
+GO_BENCH_PACKAGES = ./internal/store ./internal/objstore
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchtime 3s $(GO_BENCH_PACKAGES)
 
 # Lakh size: 176,581 synthetic songs in a throwaway Postgres, similarity rebuild,
 # then /v1/songs/{id}/similar under load (a few minutes).
