@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -299,6 +300,8 @@ func TestAPIBadInput(t *testing.T) {
 		{"/v1/songs?cursor=%%%", 400},
 		{"/v1/songs?cursor=bm90LWEtY3Vyc29y", 400},
 		{"/v1/instruments/33/songs?cursor=" + url.QueryEscape("ab$"), 400},
+		{"/v1/instruments/33/songs?cursor=bm90LWEtY3Vyc29y", 400},
+		{"/v1/instruments/33/songs?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("0")), 400},
 		{"/v1/instruments/129/songs", 404},
 		{"/v1/instruments/-1/songs", 404},
 		{"/v1/instruments/drop/songs", 404},
@@ -325,27 +328,40 @@ func TestAPIBadInput(t *testing.T) {
 	if len(res.Songs) != 0 {
 		t.Errorf("a literal metacharacter search matched %d songs", len(res.Songs))
 	}
-	// Paging walks every song exactly once.
+	// Paging walks every song exactly once, and every song of an instrument.
+	if n, a := len(walkPages(t, server.URL+"/v1/songs?limit=37")), p.account(); int64(n) != a.Songs {
+		t.Errorf("paging saw %d songs, the database has %d", n, a.Songs)
+	}
+	var catalog struct{ Instruments []struct{ Songs int } }
+	getJSON(t, server.URL+"/v1/instruments", &catalog)
+	if n, want := len(walkPages(t, server.URL+"/v1/instruments/0/songs?limit=7")), catalog.Instruments[0].Songs; n != want || n < 8 {
+		t.Errorf("paging instrument 0 saw %d songs, the catalog counts %d (more than a page wanted)", n, want)
+	}
+}
+
+// walkPages follows a song list's cursors to its end and returns the songs
+// seen, failing on a song listed twice.
+func walkPages(t *testing.T, first string) map[string]bool {
+	t.Helper()
 	seen, cursor := map[string]bool{}, ""
 	for {
 		var pg struct {
 			Songs      []struct{ ID string }
 			NextCursor string `json:"next_cursor"`
 		}
-		getJSON(t, server.URL+"/v1/songs?limit=37&cursor="+cursor, &pg)
+		if code := getJSON(t, first+"&cursor="+url.QueryEscape(cursor), &pg); code != 200 {
+			t.Fatalf("GET %s with cursor %q: status %d", first, cursor, code)
+		}
 		for _, s := range pg.Songs {
 			if seen[s.ID] {
-				t.Fatalf("song %s listed twice while paging", s.ID)
+				t.Fatalf("%s: song %s listed twice while paging", first, s.ID)
 			}
 			seen[s.ID] = true
 		}
 		if pg.NextCursor == "" {
-			break
+			return seen
 		}
 		cursor = pg.NextCursor
-	}
-	if a := p.account(); int64(len(seen)) != a.Songs {
-		t.Errorf("paging saw %d songs, the database has %d", len(seen), a.Songs)
 	}
 }
 
