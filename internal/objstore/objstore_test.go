@@ -70,15 +70,28 @@ func testContract(t *testing.T, b backend) {
 		if o.Size != int64(len(files[key])) {
 			t.Errorf("%s: size %d, want %d", key, o.Size, len(files[key]))
 		}
-		data, err := b.client.Get(ctx, o.URL, 1<<20)
+		data, err := b.client.Get(ctx, o.URL, 1<<20, nil)
 		if err != nil || string(data) != files[key] {
 			t.Errorf("Get(%s) = %q, %v; want %q", o.URL, data, err, files[key])
 		}
 	}
-	if _, err := b.client.Get(ctx, b.url("missing.mid"), 1<<20); !errors.Is(err, objstore.ErrNotFound) {
+	// A buffer with room is read into (after a longer object, the result is
+	// only the new one); one without room is left alone.
+	roomy := make([]byte, 0, 1<<10)
+	for _, key := range []string{"sub/b.MIDI", "a.mid"} {
+		data, err := b.client.Get(ctx, b.url(key), 1<<20, roomy)
+		if err != nil || string(data) != files[key] || &data[:1][0] != &roomy[:1][0] {
+			t.Errorf("Get(%s) into a buffer with room = %q, %v (its storage: %v); want %q in it", key, data, err, err == nil && &data[:1][0] == &roomy[:1][0], files[key])
+		}
+	}
+	tight := []byte("xy")
+	if data, err := b.client.Get(ctx, b.url("sub/b.MIDI"), 1<<20, tight[:0]); err != nil || string(data) != files["sub/b.MIDI"] || string(tight) != "xy" {
+		t.Errorf("Get into a buffer without room = %q, %v, buffer now %q; want %q and the buffer untouched", data, err, tight, files["sub/b.MIDI"])
+	}
+	if _, err := b.client.Get(ctx, b.url("missing.mid"), 1<<20, nil); !errors.Is(err, objstore.ErrNotFound) {
 		t.Errorf("Get(missing) error %v, want ErrNotFound", err)
 	}
-	if _, err := b.client.Get(ctx, b.url("sub/b.MIDI"), 3); !errors.Is(err, objstore.ErrTooLarge) {
+	if _, err := b.client.Get(ctx, b.url("sub/b.MIDI"), 3, nil); !errors.Is(err, objstore.ErrTooLarge) {
 		t.Errorf("Get over the limit: error %v, want ErrTooLarge", err)
 	}
 }

@@ -252,12 +252,27 @@ func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[eve
 	}
 }
 
+// readBuffers recycles the buffers files are read into: nothing of a file's
+// bytes outlives process (its profile and id are copies), and a fresh buffer
+// per file cost 4–22 % of extract's CPU at full size (docs/benchmarks.md).
+var readBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledRead bounds the buffers kept: an outsized file's is dropped.
+const maxPooledRead = 1 << 20
+
 // process fetches and parses one file and fills in its outcome: a song, a
 // failure (the file is bad), or a transient error.
 func (w *Worker) process(ctx context.Context, ev events.Discovered, it *item) {
 	rctx, read := telemetry.Tracer().Start(ctx, "read", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attribute.String("scale.source", ev.Source)))
-	data, err := w.d.Objects.Get(rctx, ev.Source, midiparse.MaxFileSize)
+	buf := readBuffers.Get().(*[]byte)
+	data, err := w.d.Objects.Get(rctx, ev.Source, midiparse.MaxFileSize, *buf)
 	telemetry.End(read, err)
+	if err == nil && cap(data) <= maxPooledRead {
+		defer func() {
+			*buf = data[:0]
+			readBuffers.Put(buf)
+		}()
+	}
 	if errors.Is(err, objstore.ErrNotFound) || errors.Is(err, objstore.ErrTooLarge) {
 		w.fail(ev, "", err.Error(), it)
 		return
