@@ -78,8 +78,9 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -cpu 1 ./internal/midiparse
 
 # The Go benchmarks of the write path and the object store (BenchmarkSaveOutcomes,
-# BenchmarkWriteSimilar, BenchmarkGetS3 with its client CPU per read) on the real
-# Postgres and versitygw; make test runs each once so that none rots.
+# BenchmarkWriteSimilar, BenchmarkGetS3 and BenchmarkGetFolder with the client's
+# CPU per read) on the real Postgres and versitygw; make test runs each once so
+# that none rots.
 GO_BENCH_PACKAGES = ./internal/store ./internal/objstore
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 3s $(GO_BENCH_PACKAGES)
