@@ -33,7 +33,7 @@ import (
 type Settings struct {
 	K              int           `conf:"default:10,help:similar songs kept per song"`
 	MinInstruments int           `conf:"default:3,help:instruments a song needs to take part"`
-	Batch          int           `conf:"default:256,help:midi.extracted events applied together: one update of the index and one statement"`
+	Batch          int           `conf:"default:1024,help:midi.extracted events applied together: one update of the index and one statement"`
 	AckWait        time.Duration `conf:"default:10s,help:how long a batch taken by an instance that died waits before it is delivered again (to the instance that took over)"`
 }
 
