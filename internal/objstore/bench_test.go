@@ -65,9 +65,11 @@ func BenchmarkGetFolder(b *testing.B) {
 
 func benchmarkGet(b *testing.B, client *objstore.Client, urls []string) {
 	ctx := context.Background()
-	for _, reuse := range []bool{false, true} {
-		name := map[bool]string{false: "fresh", true: "reused"}[reuse]
-		b.Run(name, func(b *testing.B) {
+	for _, mode := range []struct {
+		name  string
+		reuse bool
+	}{{"fresh", false}, {"reused", true}} {
+		b.Run(mode.name, func(b *testing.B) {
 			b.SetParallelism(8) // × GOMAXPROCS goroutines
 			b.ResetTimer()
 			began := processCPU()
@@ -79,7 +81,7 @@ func benchmarkGet(b *testing.B, client *objstore.Client, urls []string) {
 						b.Error(err)
 						return
 					}
-					if reuse {
+					if mode.reuse {
 						buf = data
 					}
 				}
