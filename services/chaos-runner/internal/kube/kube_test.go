@@ -58,6 +58,12 @@ func TestAttackOnARealControlPlane(t *testing.T) {
 	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The controller manager creates the namespace's default service account
+	// a moment later; a pod created before it is refused.
+	testenv.Poll(t, "the namespace's default service account", 30*time.Second, func() (bool, error) {
+		_, err := c.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, err
+	})
 	victim := map[string]string{"app": "victim", kube.OptIn: "true"}
 	replicas := int32(4)
 	if _, err := c.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
