@@ -68,6 +68,7 @@ type Sample struct {
 	T        float64    `json:"t"`        // seconds from the workload's start
 	Finished int        `json:"finished"` // files finished so far: a song or a failure row
 	Backlog  uint64     `json:"backlog"`  // extract consumer: pending + unacknowledged
+	Waiting  uint64     `json:"waiting"`  // extract consumer: pending, not handed to a worker yet
 	API      *APIWindow `json:"api,omitempty"`
 }
 

@@ -399,7 +399,7 @@ func (r *run) probe(ctx context.Context) Sample {
 	}
 	// A probe that cannot read (its dependency is the one under attack)
 	// keeps the last reading.
-	s.Finished, s.Backlog = last.Finished, last.Backlog
+	s.Finished, s.Backlog, s.Waiting = last.Finished, last.Backlog, last.Waiting
 	// A probe must not hold the sampler up while Postgres is under attack.
 	fctx, cancel := context.WithTimeout(ctx, time.Second)
 	n, err := r.env.Finished(fctx)
@@ -408,7 +408,7 @@ func (r *run) probe(ctx context.Context) Sample {
 		s.Finished = n
 	}
 	if _, info, err := transport.Settled(ctx, r.env.Stream(), events.StreamDiscovered, events.ConsumerExtract); err == nil && info != nil {
-		s.Backlog = info.NumPending + uint64(info.NumAckPending)
+		s.Backlog, s.Waiting = info.NumPending+uint64(info.NumAckPending), info.NumPending
 	}
 	if r.load != nil {
 		w := r.load.window(now)

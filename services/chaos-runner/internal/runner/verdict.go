@@ -73,6 +73,7 @@ func (r *run) metric(name string, samples []Sample, from, to float64) (float64, 
 	}
 	switch name {
 	case "throughput":
+		in = whileWaiting(in, len(r.env.Workload()))
 		first := Sample{T: from}
 		if before != nil {
 			first = *before
@@ -112,6 +113,20 @@ func (r *run) metric(name string, samples []Sample, from, to float64) (float64, 
 		}
 	}
 	return 0, false
+}
+
+// whileWaiting cuts samples after the first that found every file handed
+// out (none waiting for a worker, the rest finished or in hand): from then
+// on idle workers measure the end of the work, not the pipeline's rate. A
+// sweep killed one worker of two once the other had nothing left to take,
+// and read the 32 files the killed one held as a stopped pipeline (90 % dip).
+func whileWaiting(samples []Sample, files int) []Sample {
+	for i, s := range samples {
+		if s.Waiting == 0 && s.Finished+int(s.Backlog) >= files {
+			return samples[:i+1]
+		}
+	}
+	return samples
 }
 
 func median(v []float64) float64 {
