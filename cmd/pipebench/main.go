@@ -404,6 +404,22 @@ func printStatements(ctx context.Context, st *store.Store, n int) error {
 		fmt.Printf("  statement %8.0f ms %8d calls %9d rows %6.1f MB WAL  %s\n", ms, calls, nrows, float64(wal)/1e6, query)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// How rows were written: an update that is not heap-only (HOT) writes an
+	// entry into every index of its table.
+	rows, err = st.Pool.Query(ctx, `SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+		WHERE n_tup_ins + n_tup_upd > 0 ORDER BY relname`)
+	if err != nil {
+		return fmt.Errorf("reading pg_stat_user_tables: %w", err)
+	}
+	var table string
+	var inserted, updated, hot int64
+	_, err = pgx.ForEachRow(rows, []any{&table, &inserted, &updated, &hot}, func() error {
+		fmt.Printf("  table %-22s %9d inserted %9d updated (%d heap-only)\n", table, inserted, updated, hot)
+		return nil
+	})
 	return err
 }
 

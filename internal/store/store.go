@@ -380,13 +380,13 @@ func (s *Store) Account(ctx context.Context) (Accounting, error) { return accoun
 
 func account(ctx context.Context, db *pgxpool.Pool) (Accounting, error) {
 	var a Accounting
-	err := db.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM discovered_files),
-		(SELECT count(*) FROM discovered_files WHERE status = 'pending'),
-		(SELECT count(*) FROM discovered_files WHERE status = 'done'),
-		(SELECT count(*) FROM discovered_files WHERE status = 'failed'),
+	// One pass over the ledger (it has no index on status: 008).
+	err := db.QueryRow(ctx, `SELECT d.*,
 		(SELECT count(*) FROM songs),
-		(SELECT count(*) FROM failures)`).Scan(&a.Discovered, &a.Pending, &a.Done, &a.Failed, &a.Songs, &a.Failures)
+		(SELECT count(*) FROM failures)
+		FROM (SELECT count(*), count(*) FILTER (WHERE status = 'pending'),
+			count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'failed')
+			FROM discovered_files) d`).Scan(&a.Discovered, &a.Pending, &a.Done, &a.Failed, &a.Songs, &a.Failures)
 	if err != nil {
 		return a, fmt.Errorf("reading the accounting: %w", err)
 	}
