@@ -115,18 +115,35 @@ func (r *run) metric(name string, samples []Sample, from, to float64) (float64, 
 	return 0, false
 }
 
-// whileWaiting cuts samples after the first that found every file handed
-// out (none waiting for a worker, the rest finished or in hand): from then
-// on idle workers measure the end of the work, not the pipeline's rate. A
-// sweep killed one worker of two once the other had nothing left to take,
-// and read the 32 files the killed one held as a stopped pipeline (90 % dip).
+// whileWaiting cuts samples after the first that found the work ran out
+// (WorkRanOut): from then on idle workers measure the end of the work, not
+// the pipeline's rate. A sweep killed one worker of two once the other had
+// nothing left to take, and read the 32 files the killed one held as a
+// stopped pipeline (90 % dip).
 func whileWaiting(samples []Sample, files int) []Sample {
-	for i, s := range samples {
-		if s.Waiting == 0 && s.Finished+int(s.Backlog) >= files {
-			return samples[:i+1]
-		}
+	if i := ranOutAt(samples, files); i >= 0 {
+		return samples[:i+1]
 	}
 	return samples
+}
+
+// WorkRanOut is when the work of files files ran out: the time of the first
+// sample that found none waiting for a worker and every one finished or in
+// hand. ok is false if no sample did.
+func WorkRanOut(samples []Sample, files int) (t float64, ok bool) {
+	if i := ranOutAt(samples, files); i >= 0 {
+		return samples[i].T, true
+	}
+	return 0, false
+}
+
+func ranOutAt(samples []Sample, files int) int {
+	for i, s := range samples {
+		if s.Waiting == 0 && s.Finished+int(s.Backlog) >= files {
+			return i
+		}
+	}
+	return -1
 }
 
 func median(v []float64) float64 {

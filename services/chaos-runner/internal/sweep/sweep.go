@@ -119,10 +119,14 @@ type Result struct {
 	// by a partition is neither an error nor a latency until it is answered.
 	APIAnswered *float64 `json:"api_answered_during"`
 	Recovery    *float64 `json:"recovery_s"`
-	Accounting  string   `json:"accounting"`
-	Exact       bool     `json:"exact"`
-	Error       string   `json:"error,omitempty"`
-	Seconds     float64  `json:"seconds"` // the cell's wall time
+	// RanOut is how far into the fault every file had been handed to a
+	// worker, when that came before the fault ended: the rate during the
+	// fault is measured up to then only, and a short one measures little.
+	RanOut     *float64 `json:"work_ran_out_s,omitempty"`
+	Accounting string   `json:"accounting"`
+	Exact      bool     `json:"exact"`
+	Error      string   `json:"error,omitempty"`
+	Seconds    float64  `json:"seconds"` // the cell's wall time
 }
 
 // Matrix is a whole sweep.
@@ -194,7 +198,7 @@ func Run(ctx context.Context, cells []Cell, o Options) (*Matrix, error) {
 			return nil, err
 		}
 		keepOnly(dir, "journal.json", "report.html", "logs")
-		r := result(c, j)
+		r := result(c, j, o.Files)
 		r.Seconds = time.Since(start).Seconds()
 		m.Cells = append(m.Cells, r)
 		o.Log.Info("sweep cell done", "component", c.Component, "fault", c.Fault, "verdict", r.Verdict)
@@ -225,8 +229,8 @@ func mustYAML(e experiment.Experiment) []byte {
 	return data
 }
 
-// result reads a cell's journal.
-func result(c Cell, j *runner.Journal) Result {
+// result reads a cell's journal (a workload of files files).
+func result(c Cell, j *runner.Journal, files int) Result {
 	r := Result{Cell: c, Run: j.Run}
 	for _, s := range j.SLOs {
 		switch {
@@ -249,6 +253,10 @@ func result(c Cell, j *runner.Journal) Result {
 			r.Error = f.Error
 		}
 		r.Recovery = f.Recovery
+		if t, ok := runner.WorkRanOut(j.Samples, files); ok && f.Healed != nil && t < *f.Healed {
+			into := max(t-f.Injected, 0)
+			r.RanOut = &into
+		}
 		if f.Healed != nil && *f.Healed-f.Injected >= 1 && j.Experiment.Workload.API != nil {
 			answered := 0
 			for _, s := range j.Samples {
@@ -401,7 +409,7 @@ Each cell: one fault for 4 s from 1.5 s into the workload. <b>ok</b> · <b>degra
 <h2>Matrix</h2>
 <table><tr><th>component</th>{{range .Faults}}<th>{{.}}</th>{{end}}</tr>
 {{range .Rows}}<tr><th>{{.Component}}</th>{{range .Cells}}{{if .}}<td class="{{.Verdict}}"><b>{{.Verdict}}</b>
-files {{rate .Baseline}} → {{rate .During}}<br>API answered {{pct .APIAnswered}}, errors {{pct .APIErrors}}, p99 {{secs .APIP99}}<br>recovery {{secs .Recovery}}<br>{{if .Exact}}0 lost, 0 duplicated{{else}}{{.Accounting}}{{end}}{{if .Error}}<br>{{.Error}}{{end}}</td>{{else}}<td class="none"></td>{{end}}{{end}}</tr>
+files {{rate .Baseline}} → {{rate .During}}<br>API answered {{pct .APIAnswered}}, errors {{pct .APIErrors}}, p99 {{secs .APIP99}}<br>recovery {{secs .Recovery}}<br>{{if .RanOut}}the work ran out {{secs .RanOut}} into the fault<br>{{end}}{{if .Exact}}0 lost, 0 duplicated{{else}}{{.Accounting}}{{end}}{{if .Error}}<br>{{.Error}}{{end}}</td>{{else}}<td class="none"></td>{{end}}{{end}}</tr>
 {{end}}</table>
 </body></html>`))
 
@@ -417,6 +425,9 @@ func (m *Matrix) Summary() string {
 	for _, c := range m.Cells {
 		fmt.Fprintf(&b, "  %-9s %-22s %-18s dip %-5s API answered %-5s errors %-5s p99 %-6s recovery %-6s %s\n", c.Verdict, c.Component, c.Fault,
 			pctText(c.Dip), pctText(c.APIAnswered), pctText(c.APIErrors), secsText(c.APIP99), secsText(c.Recovery), map[bool]string{true: "exact", false: c.Accounting}[c.Exact])
+		if c.RanOut != nil {
+			fmt.Fprintf(&b, "            the work ran out %s into the fault: its rate is measured over that only (more files measure more)\n", secsText(c.RanOut))
+		}
 	}
 	if len(m.SPOFs) == 0 {
 		b.WriteString("single points of failure: none found\n")

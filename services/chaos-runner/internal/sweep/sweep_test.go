@@ -54,6 +54,35 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// TestWorkRanOutIsReported: a cell whose work ran out before its fault
+// ended says how far into the fault (the samples of a cell that ran out
+// 0.5 s into the kill of one worker of two); one whose work outlasted the
+// fault says nothing.
+func TestWorkRanOutIsReported(t *testing.T) {
+	healed := 5.5
+	j := &runner.Journal{
+		Faults: []runner.FaultRecord{{Injected: 1.5, Healed: &healed}},
+		Samples: []runner.Sample{
+			{T: 1.50, Finished: 1792, Backlog: 208, Waiting: 144},
+			{T: 1.75, Finished: 1952, Backlog: 48, Waiting: 16},
+			{T: 2.00, Finished: 1968, Backlog: 32, Waiting: 0},
+			{T: 6.75, Finished: 2000},
+		},
+	}
+	c := Cells()[1]
+	r := result(c, j, 2000)
+	if r.RanOut == nil || *r.RanOut != 0.5 {
+		t.Fatalf("ran out %v, want 0.5 s into the fault", r.RanOut)
+	}
+	m := &Matrix{Cells: []Result{r}}
+	if got := m.Summary(); !strings.Contains(got, "the work ran out 0.5s into the fault") {
+		t.Errorf("summary does not say the work ran out:\n%s", got)
+	}
+	if r := result(c, j, 5000); r.RanOut != nil {
+		t.Errorf("5,000 files: ran out %v s into the fault, want nothing said", *r.RanOut)
+	}
+}
+
 // TestSmallSweep runs three cells of the matrix on real processes: the one
 // API process killed (the API stops: a single point of failure), one of two
 // workers killed (the pipeline carries on) and Postgres restarted (the
