@@ -248,13 +248,14 @@ func result(c Cell, j *runner.Journal, files int) Result {
 		dip := 1 - *r.During / *r.Baseline
 		r.Dip = &dip
 	}
+	ranOut, didRunOut := runner.WorkRanOut(j.Samples, files)
 	for _, f := range j.Faults {
 		if f.Error != "" {
 			r.Error = f.Error
 		}
 		r.Recovery = f.Recovery
-		if t, ok := runner.WorkRanOut(j.Samples, files); ok && f.Healed != nil && t < *f.Healed {
-			into := max(t-f.Injected, 0)
+		if didRunOut && f.Healed != nil && ranOut < *f.Healed {
+			into := max(ranOut-f.Injected, 0)
 			r.RanOut = &into
 		}
 		if f.Healed != nil && *f.Healed-f.Injected >= 1 && j.Experiment.Workload.API != nil {
