@@ -76,7 +76,6 @@ type Deps struct {
 type Worker struct {
 	d        Deps
 	opts     Options
-	reads    *semaphore.Weighted // reads in flight
 	bytes    *semaphore.Weighted // bytes being read or parsed
 	outcomes *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -113,7 +112,6 @@ func New(d Deps, opts Options) *Worker {
 	return &Worker{
 		d:     d,
 		opts:  opts,
-		reads: semaphore.NewWeighted(int64(opts.Reads)),
 		bytes: semaphore.NewWeighted(opts.ReadBuffer),
 		outcomes: ops.Zeroed(ops.Register(d.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scale_extract_messages_total", Help: "midi.discovered messages handled, by outcome (song, failed, retry); undecodable ones are scale_consumer_poison_total.",
@@ -132,10 +130,27 @@ func New(d Deps, opts Options) *Worker {
 // messages and handle them as one batch. When ctx ends, no loop fetches again;
 // the batches in hand are finished, then Run returns.
 func (w *Worker) Run(ctx context.Context) error {
+	// opts.Reads goroutines read and parse the files for the worker's life: a
+	// goroutine per file started on the smallest stack and grew it (by
+	// copying) through the S3 client's deep call chain on every read, 6 % of
+	// extract's CPU through versitygw (docs/benchmarks.md).
+	reads := make(chan read)
+	var readers sync.WaitGroup
+	for range w.opts.Reads {
+		readers.Go(func() {
+			for r := range reads {
+				w.read(r)
+			}
+		})
+	}
 	err := transport.Consume(ctx, w.d.JS, transport.Consumer{
 		Stream: events.StreamDiscovered, Config: w.opts.consumer(),
 		Batch: w.opts.FetchBatch, Loops: w.opts.Concurrency, Log: w.d.Log, Metrics: w.d.Metrics,
-	}, w.handleBatch)
+	}, func(ctx context.Context, batch []transport.Delivery[events.Discovered]) {
+		w.handleBatch(ctx, batch, reads)
+	})
+	close(reads) // Consume has finished every batch it handed out
+	readers.Wait()
 	w.d.Log.Info("extract worker drained")
 	return err
 }
@@ -161,45 +176,55 @@ type item struct {
 	retry     error // transient: Nak
 }
 
+// read is one file of a batch handed to a reader.
+type read struct {
+	it     *item
+	weight int64           // its share of the bytes being read or parsed
+	done   *sync.WaitGroup // the batch's
+}
+
+// read reads and parses one file of a batch, then gives back its bytes.
+func (w *Worker) read(r read) {
+	defer r.done.Done()
+	defer w.bytes.Release(r.weight)
+	defer func() {
+		if p := recover(); p != nil { // a file that crashes the parser is a bad file, recorded as such
+			w.d.Log.Error("panic while reading a file", "source", r.it.Event.Source, "panic", fmt.Sprint(p))
+			w.fail(r.it.Event, "", fmt.Sprintf("internal error while parsing: %v", p), r.it)
+		}
+	}()
+	w.process(r.it.Ctx, r.it.Event, r.it)
+}
+
 // handleBatch processes a batch and settles each message (Ack, Term or Nak).
 // Songs and failures of the batch are stored in one transaction; their events
 // are then published together; only then are the messages acknowledged.
-func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[events.Discovered]) {
+func (w *Worker) handleBatch(ctx context.Context, batch []transport.Delivery[events.Discovered], reads chan<- read) {
 	start := time.Now()
 	w.inFlight.Add(float64(len(batch)))
 	defer w.inFlight.Sub(float64(len(batch)))
 	// Every file of the batch is read and parsed at once (bounded by the
-	// process's reads in flight and bytes): against an object store that
-	// answers in tens of milliseconds the batch pays that latency about once,
-	// not once per file.
+	// process's readers and bytes): against an object store that answers in
+	// tens of milliseconds the batch pays that latency about once, not once
+	// per file.
 	items := make([]*item, len(batch))
 	var wg sync.WaitGroup
 	for i, d := range batch {
 		it := &item{Delivery: d}
 		items[i] = it
 		weight := min(max(d.Event.Size, 1), w.opts.ReadBuffer)
-		if err := w.reads.Acquire(ctx, 1); err != nil {
-			it.retry = err
-			continue
-		}
 		if err := w.bytes.Acquire(ctx, weight); err != nil {
-			w.reads.Release(1)
 			it.retry = err
 			continue
 		}
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer w.bytes.Release(weight)
-			defer w.reads.Release(1)
-			defer func() {
-				if r := recover(); r != nil { // a file that crashes the parser is a bad file, recorded as such
-					w.d.Log.Error("panic while reading a file", "source", d.Event.Source, "panic", fmt.Sprint(r))
-					w.fail(d.Event, "", fmt.Sprintf("internal error while parsing: %v", r), it)
-				}
-			}()
-			w.process(d.Ctx, d.Event, it)
-		}()
+		select {
+		case reads <- read{it: it, weight: weight, done: &wg}:
+		case <-ctx.Done():
+			wg.Done()
+			w.bytes.Release(weight)
+			it.retry = ctx.Err()
+		}
 	}
 	wg.Wait()
 	var songs []store.Song
