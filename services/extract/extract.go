@@ -190,10 +190,10 @@ func (w *Worker) read(r read) {
 	defer func() {
 		if p := recover(); p != nil { // a file that crashes the parser is a bad file, recorded as such
 			w.d.Log.Error("panic while reading a file", "source", r.it.Event.Source, "panic", fmt.Sprint(p))
-			w.fail(r.it.Event, "", fmt.Sprintf("internal error while parsing: %v", p), r.it)
+			r.it.fail("", fmt.Sprintf("internal error while parsing: %v", p))
 		}
 	}()
-	w.process(r.it.Ctx, r.it.Event, r.it)
+	w.process(r.it)
 }
 
 // handleBatch processes a batch and settles each message (Ack, Term or Nak).
@@ -287,7 +287,8 @@ const maxPooledRead = 1 << 20
 
 // process fetches and parses one file and fills in its outcome: a song, a
 // failure (the file is bad), or a transient error.
-func (w *Worker) process(ctx context.Context, ev events.Discovered, it *item) {
+func (w *Worker) process(it *item) {
+	ctx, ev := it.Ctx, it.Event
 	rctx, read := telemetry.Tracer().Start(ctx, "read", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attribute.String("scale.source", ev.Source)))
 	buf := readBuffers.Get().(*[]byte)
 	data, err := w.d.Objects.Get(rctx, ev.Source, midiparse.MaxFileSize, *buf)
@@ -299,7 +300,7 @@ func (w *Worker) process(ctx context.Context, ev events.Discovered, it *item) {
 		}()
 	}
 	if errors.Is(err, objstore.ErrNotFound) || errors.Is(err, objstore.ErrTooLarge) {
-		w.fail(ev, "", err.Error(), it)
+		it.fail("", err.Error())
 		return
 	}
 	if err != nil {
@@ -312,7 +313,7 @@ func (w *Worker) process(ctx context.Context, ev events.Discovered, it *item) {
 	profile, perr := midiparse.Parse(data)
 	telemetry.End(parse, perr)
 	if perr != nil {
-		w.fail(ev, id, perr.Error(), it)
+		it.fail(id, perr.Error())
 		return
 	}
 	song := &store.Song{
@@ -343,7 +344,9 @@ func eventInstruments(p midiparse.Profile) []events.Instrument {
 	return out
 }
 
-func (w *Worker) fail(ev events.Discovered, md5, reason string, it *item) {
+// fail records the item's file as bad; md5 is its content's when it was read.
+func (it *item) fail(md5, reason string) {
+	ev := it.Event
 	it.failure = &store.Failure{SourceKey: ev.Source, MD5: md5, Size: ev.Size, Name: ev.Name, Reason: reason, Attempts: it.Attempts}
 	it.failed = events.Failed{Source: ev.Source, MD5: md5, Reason: reason, Attempts: it.Attempts, At: time.Now().UTC()}
 }
