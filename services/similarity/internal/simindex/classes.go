@@ -233,8 +233,8 @@ func (q *query) class(size int) {
 		if !top {
 			// Only lists x may enter: a word none of them is in is skipped unread.
 			var any uint64
-			for _, l := range q.levels {
-				any |= l.admits[w]
+			for i := range q.levels {
+				any |= q.levels[i].admits[w]
 			}
 			if any == 0 {
 				continue
@@ -260,7 +260,8 @@ func (q *query) class(size int) {
 			}
 		}
 		offered := false
-		for _, l := range q.levels {
+		for i := range q.levels {
+			l := &q.levels[i] // not copied: a level is a hundred bytes
 			// A counter's bit must be set where s has it, clear where not.
 			eq := (c0 ^ l.flip[0]) & (c1 ^ l.flip[1]) & (c2 ^ l.flip[2]) & (c3 ^ l.flip[3]) &
 				(c4 ^ l.flip[4]) & (c5 ^ l.flip[5]) & (c6 ^ l.flip[6]) & (c7 ^ l.flip[7])
@@ -291,14 +292,16 @@ func (q *query) class(size int) {
 				top = false
 			}
 			// Levels below the new lowest no longer enter x's list.
-			kept := q.levels[:0]
-			for _, l := range q.levels {
+			kept := 0
+			for i := range q.levels {
+				l := &q.levels[i]
 				l.top = l.s >= low
 				if l.top || l.admits != nil {
-					kept = append(kept, l)
+					q.levels[kept] = *l
+					kept++
 				}
 			}
-			q.levels = kept
+			q.levels = q.levels[:kept]
 			if len(q.levels) == 0 {
 				return
 			}
