@@ -245,6 +245,15 @@ chaosRunner: {enabled: true}
 
 	// The runner's service account: pods here, nothing in kube-system, no nodes.
 	sa := "system:serviceaccount:" + e2eNamespace + ":" + e2eRelease + "-scale-chaos-runner"
+	allowed := func(attrs authorizationv1.ResourceAttributes) bool {
+		t.Helper()
+		sar, err := c.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{User: sa, ResourceAttributes: &attrs}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sar.Status.Allowed
+	}
 	for _, tt := range []struct {
 		attrs authorizationv1.ResourceAttributes
 		want  bool
@@ -256,13 +265,8 @@ chaosRunner: {enabled: true}
 		{authorizationv1.ResourceAttributes{Namespace: e2eNamespace, Verb: "delete", Resource: "deployments", Group: "apps"}, false},
 		{authorizationv1.ResourceAttributes{Namespace: e2eNamespace, Verb: "get", Resource: "secrets"}, false},
 	} {
-		sar, err := c.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
-			Spec: authorizationv1.SubjectAccessReviewSpec{User: sa, ResourceAttributes: &tt.attrs}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sar.Status.Allowed != tt.want {
-			t.Errorf("%s %+v: allowed %v, want %v", sa, tt.attrs, sar.Status.Allowed, tt.want)
+		if got := allowed(tt.attrs); got != tt.want {
+			t.Errorf("%s %+v: allowed %v, want %v", sa, tt.attrs, got, tt.want)
 		}
 	}
 	// With the opt-in node role (an upgrade with chaosRunner.nodeAttacks) it may cordon and drain.
@@ -284,13 +288,15 @@ chaosRunner: {enabled: true}
 		{Verb: "patch", Resource: "nodes"},
 		{Namespace: "kube-system", Verb: "create", Resource: "pods", Subresource: "eviction"},
 	} {
-		sar, err := c.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
-			Spec: authorizationv1.SubjectAccessReviewSpec{User: sa, ResourceAttributes: &attrs}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !sar.Status.Allowed {
-			t.Errorf("with the node role, %s %+v: not allowed", sa, attrs)
+		// The authorizer reads bindings from an informer's cache, so one just
+		// applied counts a moment later (CI once asked within that moment).
+		deadline := time.Now().Add(10 * time.Second)
+		for !allowed(attrs) {
+			if time.Now().After(deadline) {
+				t.Errorf("with the node role, %s %+v: not allowed after 10 s", sa, attrs)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }
