@@ -290,14 +290,10 @@ chaosRunner: {enabled: true}
 	} {
 		// The authorizer reads bindings from an informer's cache, so one just
 		// applied counts a moment later (CI once asked within that moment).
-		deadline := time.Now().Add(10 * time.Second)
-		for !allowed(attrs) {
-			if time.Now().After(deadline) {
-				t.Errorf("with the node role, %s %+v: not allowed after 10 s", sa, attrs)
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		testenv.Poll(t, fmt.Sprintf("the node role to allow %s %+v", sa, attrs), 10*time.Second, func() (bool, bool) {
+			ok := allowed(attrs)
+			return ok, ok
+		})
 	}
 }
 
